@@ -1,0 +1,98 @@
+"""Checkpoint importers, chosen by explicit format name (never guessed from the keys).
+
+A format is a function `(model_name, state_dict) -> state_dict` that renames/reshapes a published
+checkpoint's tensors into the tubelet model's keys. `load_checkpoint` then loads the result strictly
+and names every missing, unexpected or mis-shaped key if it does not fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+Converter = Callable[[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+_FORMATS: dict[str, Converter] = {}
+
+
+def register_format(name: str) -> Callable[[Converter], Converter]:
+    """Register a converter under a format name (`@register_format("torchvision")`)."""
+
+    def wrap(fn: Converter) -> Converter:
+        _FORMATS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_formats() -> list[str]:
+    """Every checkpoint format `create_model(checkpoint_format=...)` accepts."""
+    return sorted(_FORMATS)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors` file, a `torch.save` file (`.pt`/`.pth`/`.bin`), or a folder
+    holding `model.safetensors`. Wrappers such as {"state_dict": ...} or {"model": ...} are unwrapped."""
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / "model.safetensors", path / "best" / "model.safetensors"]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"no model.safetensors in checkpoint folder {path}")
+        path = found
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model_state", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__})")
+    return state
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `model`, refusing any partial load with a message naming the keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        lines = [f"checkpoint {source} does not fit {type(model).__name__}:"]
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                lines.append(f"  {title}: {shown}")
+        lines.append(
+            "  Check the model name, its arguments (num_classes, width, ...) and checkpoint_format."
+        )
+        raise ValueError("\n".join(lines))
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(
+    model: nn.Module, name: str, path: str | Path, checkpoint_format: str | None = None
+) -> None:
+    """Import the checkpoint at `path`, written in `checkpoint_format`, into `model` (named `name`)."""
+    fmt = checkpoint_format or "tubelet"
+    if fmt not in _FORMATS:
+        raise ValueError(f"unknown checkpoint_format {fmt!r}; known formats: {list_formats()}")
+    state = _FORMATS[fmt](name, read_state_dict(path))
+    load_state_dict_strict(model, state, f"{path} ({fmt} format)")
+
+
+@register_format("tubelet")
+def _tubelet(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return state
+
+
+from tubelet.convert import torchvision as _torchvision  # noqa: E402,F401  (registers its format)

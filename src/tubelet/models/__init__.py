@@ -1,0 +1,15 @@
+"""Model families (one file each) and the flat registry.
+
+Every classifier follows one contract:
+
+- `forward(x)` with `x` of shape (B, C, T, H, W) float returns logits (B, num_classes);
+- `forward_features(x)` returns the un-pooled features, `forward_head(feats, pre_logits=False)` pools
+  them and applies the classifier (or stops before it with `pre_logits=True`, giving (B, num_features));
+- `reset_classifier(num_classes)` replaces the head; `num_classes` and `num_features` are attributes;
+- `set_grad_checkpointing(enable=True)` trades compute for memory without changing the output.
+"""
+
+from tubelet.models import frame2d, resnet3d  # noqa: F401  (registers the models)
+from tubelet.models.registry import create_model, list_models, register_model
+
+__all__ = ["create_model", "list_models", "register_model"]

@@ -1,0 +1,56 @@
+"""One flat registry: a registered name is a function that builds one model variant."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+ModelFn = Callable[..., nn.Module]
+_MODELS: dict[str, ModelFn] = {}
+
+
+def register_model(fn: ModelFn) -> ModelFn:
+    """Register a builder under its function name (`@register_model def r2plus1d_18(*, ...)`)."""
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"model {fn.__name__!r} is already registered")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Every registered model name, sorted."""
+    return sorted(_MODELS)
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    checkpoint: str | None = None,
+    checkpoint_format: str | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build a registered model, optionally loading a checkpoint.
+
+    `checkpoint_format=None` (or "tubelet") reads tubelet's own safetensors weights; other formats
+    ("torchvision", ...) go through the explicit importers in `tubelet.convert`.
+    """
+    if name not in _MODELS:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, _MODELS, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown model {name!r}.{hint} Run `tubelet models` to list the {len(_MODELS)} models."
+        )
+    kwargs = dict(overrides)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    model = _MODELS[name](**kwargs)
+    if checkpoint is not None:
+        from tubelet.convert import load_checkpoint
+
+        load_checkpoint(model, name, checkpoint, checkpoint_format)
+    return model
