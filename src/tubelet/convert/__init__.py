@@ -70,7 +70,9 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
         lines = [f"checkpoint {source} does not fit {type(model).__name__}:"]
         for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
             if keys:
-                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                shown = ", ".join(keys[:8]) + (
+                    f", ... ({len(keys)} in all)" if len(keys) > 8 else ""
+                )
                 lines.append(f"  {title}: {shown}")
         lines.append(
             "  Check the model name, its arguments (num_classes, width, ...) and checkpoint_format."

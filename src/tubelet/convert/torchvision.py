@@ -1,0 +1,43 @@
+"""Importer for torchvision state dicts (`checkpoint_format="torchvision"`).
+
+tubelet's ResNets keep torchvision's module names, so a torchvision state dict needs no renaming;
+this importer checks that the model has a torchvision peer and fills the BatchNorm
+`num_batches_tracked` counters that checkpoints saved before PyTorch 0.4.1 lack.
+
+Loading stays strict: the checkpoint's classifier must match `num_classes`. To fine-tune ImageNet
+or Kinetics weights on other classes, load with the checkpoint's class count, then replace the head:
+
+    model = create_model("frame2d_resnet18", num_classes=1000, checkpoint="resnet18.pth",
+                         checkpoint_format="torchvision")
+    model.reset_classifier(10)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tubelet.convert import register_format
+
+# tubelet model name -> the torchvision builder whose state dict it takes (at width=64).
+PEERS: dict[str, str] = {
+    "frame2d_resnet18": "torchvision.models.resnet18",
+    "mc3_18": "torchvision.models.video.mc3_18",
+    "r2plus1d_18": "torchvision.models.video.r2plus1d_18",
+    "r3d_18": "torchvision.models.video.r3d_18",
+}
+
+
+@register_format("torchvision")
+def from_torchvision(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the state dict of `PEERS[name]` onto the keys of tubelet model `name`."""
+    if name not in PEERS:
+        raise ValueError(
+            f"no torchvision importer for model {name!r}; supported: {', '.join(sorted(PEERS))}"
+        )
+    out = dict(state)
+    for key in state:
+        if key.endswith(".running_mean"):
+            counter = key.removesuffix("running_mean") + "num_batches_tracked"
+            # What BatchNorm's own loader assumes for pre-0.4.1 checkpoints: no batches counted.
+            out.setdefault(counter, torch.tensor(0, dtype=torch.long))
+    return out

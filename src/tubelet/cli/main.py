@@ -1,0 +1,322 @@
+"""The `tubelet` command: parses options, calls the jobs in `tubelet.engine`, prints tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="tubelet: decode, sample, train and evaluate video models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Make and inspect data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+err = Console(stderr=True)
+
+
+def _parse_views(views: str) -> tuple[int, int]:
+    try:
+        clips, crops = (int(v) for v in views.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"views must look like CLIPSxCROPS (e.g. 2x3), not {views!r}"
+        ) from None
+    if clips < 1 or crops not in (1, 3):
+        raise typer.BadParameter("views need at least 1 clip and 1 or 3 crops")
+    return clips, crops
+
+
+def _parse_model_args(pairs: list[str]) -> dict[str, Any]:
+    args = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--model-arg takes KEY=VALUE (e.g. width=16), not {pair!r}")
+        try:
+            args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key] = value
+    return args
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _data_bar() -> Any:
+    """A progress callback for making the built-in dataset."""
+    from rich.progress import Progress
+
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "progress" not in state:
+            state["progress"] = Progress(console=err, transient=True)
+            state["progress"].start()
+            state["task"] = state["progress"].add_task("making the built-in dataset", total=total)
+        state["progress"].update(state["task"], completed=done)
+        if done == total:
+            state["progress"].stop()
+
+    return update
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path | None, typer.Option(help="Data folder; built-in synthetic set if absent.")
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="Registered model name (`tubelet models`).")
+    ] = "r2plus1d_18",
+    model_arg: Annotated[
+        list[str], typer.Option("--model-arg", "-m", help="Builder argument KEY=VALUE, repeatable.")
+    ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
+    frames: Annotated[int, typer.Option(help="Frames per clip (T).")] = 8,
+    sampling: Annotated[
+        str, typer.Option(help="uniform (TSN segments) or dense (consecutive).")
+    ] = "uniform",
+    stride: Annotated[int, typer.Option(help="Frame stride of dense clips.")] = 2,
+    size: Annotated[int, typer.Option(help="Training crop side S in pixels.")] = 112,
+    epochs: Annotated[int, typer.Option()] = 10,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = 1e-3,
+    precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
+    accumulate: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
+    flip: Annotated[
+        bool | None,
+        typer.Option(
+            "--flip/--no-flip", help="Horizontal flips (default: unless a class names a direction)."
+        ),
+    ] = None,
+    bad_files: Annotated[
+        str, typer.Option(help="resample, skip or raise on unreadable videos.")
+    ] = "resample",
+    workers: Annotated[int | None, typer.Option(help="Decoding worker processes.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option(help="Run folder (resumed if it exists).")] = None,
+) -> None:
+    """Train an action-recognition model; resumes the run in --out if it was interrupted."""
+    from tubelet.engine.jobs import TrainJob, default_workers
+    from tubelet.engine.jobs import train as train_job
+
+    job = TrainJob(
+        out=out or Path("runs") / model,
+        data=data,
+        model=model,
+        model_args=_parse_model_args(model_arg),
+        frames=frames,
+        sampling=sampling,
+        stride=stride,
+        size=size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        precision=precision,
+        accumulate=accumulate,
+        flip=flip,
+        bad_files=bad_files,
+        workers=default_workers() if workers is None else workers,
+        seed=seed,
+    )
+    summary = _run(lambda: train_job(job, on_data=_data_bar()))
+    table = Table(title=f"{model} — {job.out}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("val_top1", "val_top5", "val_clip_top1", "val_reversal_acc", "best_epoch", "epochs",
+                "params", "train_time_s", "train_clips_per_s", "num_bad_files"):  # fmt: skip
+        if key in summary:
+            table.add_row(key, _fmt(summary[key]))
+    console.print(table)
+    _print_bad_files(summary["bad_files"])
+    console.print(f"Run folder: {job.out} (summary.json, metrics.jsonl, best/, last/)")
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option(help="Run folder or checkpoint folder.")],
+    data: Annotated[
+        Path | None, typer.Option(help="Data folder; the training data if absent.")
+    ] = None,
+    views: Annotated[str, typer.Option(help="CLIPSxCROPS views per video, e.g. 2x3.")] = "1x1",
+    batch_size: Annotated[int, typer.Option()] = 8,
+    workers: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Evaluate a trained model on the val split with multi-view testing."""
+    from tubelet.engine.jobs import default_workers
+    from tubelet.engine.jobs import evaluate as evaluate_job
+
+    clips, crops = _parse_views(views)
+    metrics = _run(
+        lambda: evaluate_job(
+            checkpoint, data=data, clips=clips, crops=crops, batch_size=batch_size,
+            workers=default_workers() if workers is None else workers,
+        )
+    )  # fmt: skip
+    table = Table(title=f"{checkpoint} — {views} views")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("top1", "top5", "clip_top1", "reversal_acc", "num_videos"):
+        if key in metrics:
+            table.add_row(key, _fmt(metrics[key]))
+    console.print(table)
+    _print_bad_files(metrics["bad_files"])
+
+
+@app.command()
+def predict(
+    video: Annotated[Path, typer.Argument(help="A video file.")],
+    checkpoint: Annotated[Path, typer.Option(help="Run folder or checkpoint folder.")],
+    top_k: Annotated[int, typer.Option(help="How many classes to show.")] = 5,
+    views: Annotated[str, typer.Option(help="CLIPSxCROPS views, averaged.")] = "1x1",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Classify one video with a trained model."""
+    from tubelet.engine.jobs import predict as predict_job
+
+    clips, crops = _parse_views(views)
+    top = _run(lambda: predict_job(checkpoint, video, top_k=top_k, clips=clips, crops=crops))
+    if as_json:
+        print(json.dumps({"video": str(video), "predictions": top}, indent=2))
+        return
+    table = Table(title=str(video))
+    table.add_column("class")
+    table.add_column("probability", justify="right")
+    for row in top:
+        table.add_row(row["class"], f"{row['probability']:.3f}")
+    console.print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the registered models."""
+    from tubelet.models import list_models
+
+    for name in list_models():
+        console.print(name)
+
+
+@app.command()
+def compare(runs: Annotated[list[Path], typer.Argument(help="Run folders.")]) -> None:
+    """One table of finished runs: validation top-1 and accuracy on time-reversal pairs."""
+    table = Table(title="tubelet runs")
+    for column in (
+        "run",
+        "model",
+        "params",
+        "val top-1",
+        "clip top-1",
+        "reversal pairs",
+        "train s",
+    ):
+        table.add_column(column, justify="left" if column in ("run", "model") else "right")
+    for run in runs:
+        path = run / "summary.json"
+        if not path.is_file():
+            raise typer.BadParameter(
+                f"{run} has no summary.json (not a finished `tubelet train` run)"
+            )
+        s = json.loads(path.read_text())
+        table.add_row(
+            run.name, s["model"], f"{s['params'] / 1e6:.2f}M", _fmt(s.get("val_top1")),
+            _fmt(s.get("val_clip_top1")), _fmt(s.get("val_reversal_acc")), _fmt(s.get("train_time_s")),
+        )  # fmt: skip
+    console.print(table)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write videos and annotation lists into.")],
+    videos_per_class: Annotated[int, typer.Option()] = 60,
+    frames: Annotated[int, typer.Option()] = 24,
+    size: Annotated[int, typer.Option()] = 72,
+    fps: Annotated[float, typer.Option()] = 12.0,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write the built-in synthetic motion dataset as H.264 mp4 files with train/val lists."""
+    from tubelet.data.synthetic import write_synthetic_dataset
+
+    root = write_synthetic_dataset(
+        out, videos_per_class=videos_per_class, num_frames=frames, size=size, fps=fps, seed=seed,
+        progress=_data_bar(),
+    )  # fmt: skip
+    console.print(f"Wrote {root} (train.csv, val.csv, classes.txt, reversal_pairs.txt, videos/)")
+
+
+@data_app.command("inspect")
+def data_inspect(path: Annotated[Path, typer.Argument(help="A data folder.")]) -> None:
+    """Classes, counts, durations, frame rates, resolutions and unreadable files of a data folder."""
+    from tubelet.data.inspect import inspect_dataset
+
+    report = _run(lambda: inspect_dataset(path, progress=_data_bar()))
+    console.print(f"{report.root}: {report.layout} layout, {len(report.classes)} classes")
+    table = Table()
+    for column in ("class", *report.splits):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name in report.classes:
+        table.add_row(name, *(str(s.per_class.get(name, 0)) for s in report.splits.values()))
+    console.print(table)
+    stats = Table()
+    for column in (
+        "split",
+        "videos",
+        "duration s (min/mean/max)",
+        "fps",
+        "resolutions",
+        "unreadable",
+    ):
+        stats.add_column(column)
+    for split, s in report.splits.items():
+        d = s.durations
+        span = f"{min(d):.2f} / {sum(d) / len(d):.2f} / {max(d):.2f}" if d else "-"
+        stats.add_row(
+            split, str(s.videos), span, _most_common(s.fps), _most_common(s.resolutions),
+            str(len(s.unreadable)),
+        )  # fmt: skip
+    console.print(stats)
+    _print_bad_files(
+        [{"path": p, "reason": r} for s in report.splits.values() for p, r in s.unreadable]
+    )
+
+
+def _most_common(counts: Any) -> str:
+    return ", ".join(f"{value} ({n})" for value, n in counts.most_common(3))
+
+
+def _print_bad_files(bad: list[dict[str, str]]) -> None:
+    """One unwrapped line per unreadable video, so paths can be copied."""
+    if not bad:
+        return
+    console.print(f"[bold yellow]{len(bad)} unreadable video(s):[/]")
+    for entry in bad[:20]:
+        console.print(f"  {entry['path']}: {entry['reason']}", soft_wrap=True, markup=False)
+    if len(bad) > 20:
+        console.print(f"  ... and {len(bad) - 20} more (see the JSON file)")
+
+
+def _run(job: Any) -> Any:
+    """Run a job; turn the errors a user can fix into one clear line and exit code 2."""
+    from tubelet.io import VideoDecodeError
+
+    try:
+        return job()
+    except (ValueError, FileNotFoundError, VideoDecodeError) as error:
+        err.print(f"[bold red]error:[/] {error}")
+        raise typer.Exit(2) from None
+
+
+def main() -> None:
+    """Entry point of the `tubelet` console script."""
+    app()

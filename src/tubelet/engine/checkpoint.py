@@ -1,0 +1,73 @@
+"""Checkpoints: safetensors weights plus a JSON that names the model, so one path reloads it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from tubelet.models import create_model
+
+WEIGHTS = "model.safetensors"
+SPEC = "model.json"
+
+
+def save_model(folder: str | Path, model: nn.Module, spec: dict[str, Any]) -> Path:
+    """Write `folder/model.safetensors` and `folder/model.json`.
+
+    `spec` must hold "model" (registered name) and "model_args" (its builder's keyword arguments,
+    num_classes included); it may hold anything else needed to use the model (classes, clip settings).
+    Files are written beside and renamed into place, so an interrupted save never leaves a torn file.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in _unwrap(model).state_dict().items()}
+    _atomic(folder / WEIGHTS, lambda p: save_file(state, str(p)))
+    _atomic(folder / SPEC, lambda p: p.write_text(json.dumps(spec, indent=2)))
+    return folder
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder for a run folder (its `best/`, else `last/`) or a checkpoint folder."""
+    path = Path(path)
+    for folder in (path, path / "best", path / "last"):
+        if (folder / SPEC).is_file() and (folder / WEIGHTS).is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no checkpoint in {path}: expected {SPEC} and {WEIGHTS} in it or in its best/ or last/ folder "
+        "(a run folder written by `tubelet train`)"
+    )
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved at `path` (run folder or checkpoint folder); returns it and its spec."""
+    folder = find_checkpoint(path)
+    spec = json.loads((folder / SPEC).read_text())
+    model = create_model(spec["model"], checkpoint=str(folder / WEIGHTS), **spec["model_args"])
+    return model, spec
+
+
+def save_trainer_state(folder: str | Path, state: dict[str, Any]) -> None:
+    """Optimizer, scheduler, epoch and random states for resuming (torch.save; not for sharing)."""
+    _atomic(Path(folder) / "trainer_state.pt", lambda p: torch.save(state, p))
+
+
+def load_trainer_state(folder: str | Path) -> dict[str, Any] | None:
+    """The state written by `save_trainer_state`, or None when the folder has none."""
+    path = Path(folder) / "trainer_state.pt"
+    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)

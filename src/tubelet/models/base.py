@@ -1,0 +1,89 @@
+"""`VideoClassifier`: the classifier contract and head that every video classifier shares."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tubelet.nn import checkpoint_module
+
+
+def _check_num_classes(num_classes: int) -> None:
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+
+
+class VideoClassifier(nn.Module, ABC):
+    """Base of the video classifiers: owns the head and the model contract.
+
+    A subclass calls `super().__init__(...)`, builds its trunk and implements `forward_features`,
+    (B, C, T, H, W) -> un-pooled features (B, num_features, *dims). The head averages them over
+    every dim after the channel dim, then applies dropout (`head_drop`) and the linear `fc`; these
+    names match torchvision's, so its checkpoints load key for key. A subclass whose features are
+    not laid out channel-first (tokens, a class token) overrides `pool_features`.
+    """
+
+    def __init__(self, *, num_features: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"num_features must be >= 1, got {num_features}")
+        _check_num_classes(num_classes)
+        self.num_features = num_features
+        self.num_classes = num_classes
+        self.head_drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(num_features, num_classes)
+        self.init_head(self.fc)
+        self.grad_checkpointing = False
+
+    @abstractmethod
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> un-pooled features (B, num_features, *dims)."""
+
+    def init_head(self, fc: nn.Linear) -> None:
+        """Initialise a new classifier layer: weights N(0, 0.01), zero bias (torchvision's)."""
+        nn.init.normal_(fc.weight, 0.0, 0.01)
+        nn.init.zeros_(fc.bias)
+
+    def pool_features(self, feats: Tensor) -> Tensor:
+        """(B, D, *dims) -> (B, D): the mean over every dim after the channel dim."""
+        if feats.ndim < 3:
+            raise ValueError(
+                f"features must be (B, D, *dims) with at least one dim to pool, got shape "
+                f"{tuple(feats.shape)}; pass the output of forward_features"
+            )
+        return feats.flatten(2).mean(dim=2)  # (B, D, N) -> (B, D)
+
+    def forward_head(self, feats: Tensor, pre_logits: bool = False) -> Tensor:
+        """Features (B, D, *dims) -> logits (B, num_classes), or the pooled (B, D) if `pre_logits`."""
+        pooled = self.pool_features(feats)  # (B, D)
+        if pre_logits:
+            return pooled
+        return self.fc(self.head_drop(pooled))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> logits (B, num_classes)."""
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace `fc` by a freshly initialised one with `num_classes` outputs, same device and dtype."""
+        _check_num_classes(num_classes)
+        old = self.fc.weight
+        self.fc = nn.Linear(self.num_features, num_classes, device=old.device, dtype=old.dtype)
+        self.init_head(self.fc)
+        self.num_classes = num_classes
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint the trunk's stages or blocks while training (less memory, one more forward)."""
+        self.grad_checkpointing = enable
+
+    def maybe_checkpoint(self, module: nn.Module, *args: Any) -> Any:
+        """`module(*args)`, checkpointed when checkpointing is on and a training graph is recorded.
+
+        Subclasses run each stage or block of their trunk through this in `forward_features`.
+        """
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint_module(module, *args)
+        return module(*args)

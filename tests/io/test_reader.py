@@ -1,0 +1,352 @@
+"""VideoReader: frame-exact random access, metadata, bad input, pickling, forked workers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tubelet.io import VideoDecodeError, VideoReader
+from tubelet.io._pyav import PyAVDecoder
+from tubelet.io._torchcodec import load_error
+
+VIDEO_NAMES = [
+    "h264_bframes",
+    "h264_all_keyframes",
+    "h264_gop12",
+    "h264_vfr_mkv",
+    "hevc_mkv",
+    "vp9_webm",
+    "mpeg4_avi",
+]
+TORCHCODEC = pytest.param(
+    "torchcodec",
+    marks=pytest.mark.skipif(load_error() is not None, reason=f"torchcodec: {load_error()}"),
+)
+BACKENDS = ["pyav", TORCHCODEC]
+PATTERNS = {
+    "sorted": [0, 5, 11, 12, 30, 47],
+    "unsorted": [30, 2, 47, 12, 0, 13],
+    "repeated": [7, 7, 3, 7, 46, 3],
+    "backwards": list(range(47, -1, -5)),
+    "every_frame": list(range(48)),
+}
+HAS_FFMPEG = shutil.which("ffmpeg") is not None
+
+
+def sequential_decode(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Decode every frame in order with PyAV: uint8 (T, H, W, 3) and their times (T,) in s.
+
+    Packets the demuxer marks corrupt (a truncated file's cut-off last packet) are not decoded.
+    """
+    images, times = [], []
+    with av.open(str(path)) as container:
+        for packet in container.demux(video=0):
+            if packet.is_corrupt:
+                continue
+            for frame in packet.decode():
+                images.append(frame.to_ndarray(format="rgb24"))
+                times.append(frame.time)
+    return np.stack(images), np.array(times)
+
+
+def ffmpeg_decode(path: Path, height: int, width: int) -> np.ndarray:
+    """Every frame as the ffmpeg program decodes it: uint8 (T, H, W, 3)."""
+    command = ["ffmpeg", "-v", "quiet", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24"]
+    command += ["-vsync", "passthrough", "-"]
+    raw = subprocess.run(command, capture_output=True, check=True, timeout=60).stdout
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, height, width, 3)
+
+
+@pytest.fixture(scope="session")
+def reference(sample_videos) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Sequential decode of each sample video, by name."""
+    return {name: sequential_decode(video.path) for name, video in sample_videos.items()}
+
+
+def video_path(sample_videos, name: str) -> Path:
+    if name not in sample_videos:
+        pytest.skip(f"this PyAV build has no encoder for {name}")
+    return sample_videos[name].path
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", VIDEO_NAMES)
+def test_get_frames_equals_sequential_decode(sample_videos, reference, name, backend, pattern):
+    indices = PATTERNS[pattern]
+    path = video_path(sample_videos, name)
+    images, times = reference[name]
+    with VideoReader(path, backend=backend) as reader:
+        frames = reader.get_frames(indices)
+    assert frames.data.dtype == torch.uint8 and frames.pts_s.dtype == torch.float64
+    assert torch.equal(frames.data, torch.from_numpy(images[indices]))
+    torch.testing.assert_close(frames.pts_s, torch.from_numpy(times[indices]), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", VIDEO_NAMES)
+def test_every_frame_shows_its_index(sample_videos, frame_index, name, backend):
+    with VideoReader(video_path(sample_videos, name), backend=backend) as reader:
+        frames = reader.get_frames(range(reader.num_frames)).data.numpy()
+    assert [frame_index(image) for image in frames] == list(range(len(frames)))
+
+
+@pytest.mark.skipif(not HAS_FFMPEG, reason="the ffmpeg program is not installed")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", VIDEO_NAMES)
+def test_get_frames_equals_ffmpeg_program(sample_videos, name, backend):
+    with VideoReader(video_path(sample_videos, name), backend=backend) as reader:
+        frames = reader.get_frames(PATTERNS["unsorted"] + PATTERNS["repeated"])
+        expected = ffmpeg_decode(reader.path, reader.height, reader.width)
+    assert len(expected) == reader.num_frames
+    indices = PATTERNS["unsorted"] + PATTERNS["repeated"]
+    assert torch.equal(frames.data, torch.from_numpy(expected[indices]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", VIDEO_NAMES)
+def test_metadata_describes_the_frames(sample_videos, name, backend):
+    video = sample_videos.get(name) or pytest.skip(f"no encoder for {name}")
+    with VideoReader(video.path, backend=backend) as reader:
+        assert reader.backend == backend
+        assert (reader.num_frames, reader.height, reader.width) == (video.num_frames, 48, 64)
+        assert reader.duration == pytest.approx(video.duration, abs=2e-3)
+        assert reader.fps == pytest.approx(video.num_frames / video.duration, rel=2e-3)
+        pts_s = reader.get_frames(range(reader.num_frames)).pts_s
+    # Matroska and WebM store milliseconds, so 1/24 s is rounded there.
+    torch.testing.assert_close(
+        pts_s, torch.tensor(video.pts_s, dtype=torch.float64), atol=6e-4, rtol=0
+    )
+
+
+def test_backends_agree_on_metadata(sample_videos):
+    if load_error() is not None:
+        pytest.skip(f"torchcodec: {load_error()}")
+    for video in sample_videos.values():
+        with VideoReader(video.path, "pyav") as pyav, VideoReader(video.path, "torchcodec") as tc:
+            for name in ("num_frames", "width", "height"):
+                assert getattr(pyav, name) == getattr(tc, name), (video.path, name)
+            assert pyav.fps == pytest.approx(tc.fps, rel=1e-9), video.path
+            assert pyav.duration == pytest.approx(tc.duration, rel=1e-9), video.path
+
+
+def test_auto_picks_torchcodec_when_it_loads(sample_videos):
+    with VideoReader(sample_videos["h264_bframes"].path) as reader:
+        assert reader.backend == ("torchcodec" if load_error() is None else "pyav")
+
+
+def test_unknown_backend_names_the_choices(sample_videos):
+    with pytest.raises(ValueError, match=r"'ffmpeg'.*'auto', 'torchcodec', 'pyav'"):
+        VideoReader(sample_videos["h264_bframes"].path, backend="ffmpeg")
+
+
+@pytest.mark.parametrize("num_threads", [-1, 1.5, True])
+def test_bad_thread_count_raises(sample_videos, num_threads):
+    with pytest.raises(ValueError, match="num_threads"):
+        VideoReader(sample_videos["h264_bframes"].path, num_threads=num_threads)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_threads_decode_the_same_frames(sample_videos, reference, backend):
+    with VideoReader(sample_videos["h264_gop12"].path, backend, num_threads=2) as reader:
+        frames = reader.get_frames(PATTERNS["unsorted"])
+    assert torch.equal(
+        frames.data, torch.from_numpy(reference["h264_gop12"][0][PATTERNS["unsorted"]])
+    )
+
+
+BROKEN_REASONS = {
+    "missing": "file does not exist",
+    "empty": "file is empty",
+    "random_bytes": "not a video container",
+    "cut_before_index": "not a video container",
+    "no_complete_frame": "truncated",
+    "audio_only": "no video stream",
+    "folder": "is a folder",
+}
+
+
+@pytest.mark.parametrize("backend", ["auto", *BACKENDS])
+@pytest.mark.parametrize("kind", BROKEN_REASONS)
+def test_unreadable_input_raises_with_path_and_reason(broken_files, kind, backend):
+    path = broken_files[kind]
+    with pytest.raises(VideoDecodeError, match=BROKEN_REASONS[kind]) as raised:
+        VideoReader(path, backend=backend)
+    assert raised.value.path == str(path) and str(path) in str(raised.value)
+
+
+@contextlib.contextmanager
+def unprivileged() -> Iterator[None]:
+    """Run the block as user `nobody` when we are root, for whom file modes do not apply."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+@pytest.mark.parametrize("backend", ["auto", *BACKENDS])
+def test_file_without_read_permission_raises(sample_videos, backend):
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o755)
+        path = Path(folder) / "locked.mp4"
+        shutil.copy(sample_videos["h264_bframes"].path, path)
+        path.chmod(0)
+        with unprivileged(), pytest.raises(VideoDecodeError, match="no read permission"):
+            VideoReader(path, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+def test_truncated_file_opens_with_the_frames_that_decode(truncated_video, frame_index, backend):
+    path, decodable = truncated_video
+    with VideoReader(path, backend=backend) as reader:
+        assert reader.backend == "pyav"
+        assert reader.num_frames == decodable
+        frames = reader.get_frames(list(range(decodable))[::-1]).data.numpy()[::-1]
+    assert [frame_index(image) for image in frames] == list(range(decodable))
+    assert np.array_equal(frames, sequential_decode(path)[0])
+    if HAS_FFMPEG:
+        assert np.array_equal(frames, ffmpeg_decode(path, 48, 64))
+
+
+@pytest.mark.skipif(load_error() is not None, reason="torchcodec does not load")
+def test_truncated_file_refused_by_torchcodec_alone(truncated_video):
+    path, _ = truncated_video
+    with pytest.raises(VideoDecodeError, match=r"truncated.*backend='auto' or 'pyav'"):
+        VideoReader(path, backend="torchcodec")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bad", [-1, 48, 1000])
+def test_out_of_range_index_raises(sample_videos, backend, bad):
+    reader = VideoReader(sample_videos["h264_gop12"].path, backend=backend)
+    with reader, pytest.raises(IndexError, match=rf"frame index {bad} .*48 frames"):
+        reader.get_frames([0, bad])
+
+
+@pytest.mark.parametrize("indices", [[1.5], torch.tensor([0.0]), [True], [[1, 2]]])
+def test_non_integer_indices_raise(sample_videos, indices):
+    reader = VideoReader(sample_videos["h264_gop12"].path)
+    with reader, pytest.raises(TypeError, match="integers"):
+        reader.get_frames(indices)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tensor_array_and_empty_indices(sample_videos, reference, backend):
+    images = torch.from_numpy(reference["h264_gop12"][0])
+    with VideoReader(sample_videos["h264_gop12"].path, backend=backend) as reader:
+        assert torch.equal(reader.get_frames(torch.tensor([9, 2])).data, images[[9, 2]])
+        assert torch.equal(reader.get_frames(np.array([9, 2])).data, images[[9, 2]])
+        empty = reader.get_frames([])
+    assert empty.data.shape == (0, 48, 64, 3) and empty.pts_s.shape == (0,)
+
+
+@pytest.mark.parametrize("backend", ["auto", *BACKENDS])
+def test_pickled_reader_reopens_where_it_is_used(sample_videos, reference, backend, tmp_path):
+    path = tmp_path / "clip.mp4"
+    shutil.copy(sample_videos["h264_gop12"].path, path)
+    reader = VideoReader(path, backend=backend)
+    copy = pickle.loads(pickle.dumps(reader))
+    assert torch.equal(
+        copy.get_frames([40, 3]).data, torch.from_numpy(reference["h264_gop12"][0][[40, 3]])
+    )
+    assert copy.backend == reader.backend
+
+    unopened = pickle.loads(pickle.dumps(reader))  # opens on first use, not when unpickled
+    path.unlink()
+    with pytest.raises(VideoDecodeError, match="does not exist"):
+        unopened.get_frames([0])
+    reader.close()
+
+
+class _FramesOf(Dataset):
+    """Frame i of one reader that was opened in the parent process."""
+
+    def __init__(self, reader: VideoReader) -> None:
+        self.reader = reader
+
+    def __len__(self) -> int:
+        return self.reader.num_frames
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.reader.get_frames([index]).data[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forked_workers_reopen_and_decode_the_right_frames(sample_videos, reference, backend):
+    reader = VideoReader(sample_videos["h264_gop12"].path, backend=backend)
+    reader.get_frames([20])  # leave the parent's decoder mid-stream before forking
+    loader = DataLoader(
+        _FramesOf(reader), batch_size=6, num_workers=2, multiprocessing_context="fork"
+    )
+    frames = torch.cat(list(loader))
+    assert torch.equal(frames, torch.from_numpy(reference["h264_gop12"][0]))
+    assert torch.equal(reader.get_frames([21]).data[0], frames[21])  # the parent's still works
+    reader.close()
+
+
+def test_closed_reader_refuses_to_decode(sample_videos):
+    with VideoReader(sample_videos["h264_gop12"].path) as reader:
+        reader.get_frames([0])
+    with pytest.raises(ValueError, match="closed"):
+        reader.get_frames([0])
+
+
+def _count_pyav_work(monkeypatch) -> dict[str, int]:
+    """Count seeks and decoded frames of every PyAVDecoder from now on."""
+    counts = {"seeks": 0, "frames": 0}
+    seek, decode_forward = PyAVDecoder._seek, PyAVDecoder._decode_forward
+
+    def counted_seek(self, target):
+        counts["seeks"] += 1
+        return seek(self, target)
+
+    def counted_decode_forward(self, start):
+        for item in decode_forward(self, start):
+            counts["frames"] += 1
+            yield item
+
+    monkeypatch.setattr(PyAVDecoder, "_seek", counted_seek)
+    monkeypatch.setattr(PyAVDecoder, "_decode_forward", counted_decode_forward)
+    return counts
+
+
+def keyframes(path: Path) -> list[int]:
+    """Display-order indices of the keyframes of a video, from its packets."""
+    with av.open(str(path)) as container:
+        packets = sorted((p.pts, p.is_keyframe) for p in container.demux(video=0) if p.size)
+    return [i for i, (_, is_key) in enumerate(packets) if is_key]
+
+
+@pytest.mark.parametrize(
+    ("name", "pick", "seeks", "frames"),
+    [
+        ("h264_all_keyframes", lambda k: [k[40]], 1, 1),
+        ("h264_gop12", lambda k: [k[-2] + 3], 1, 4),  # keyframe, then 3 more
+        ("h264_gop12", lambda k: [k[2] + 1, k[2] + 5, k[2] + 3], 1, 6),  # one pass, one GOP
+        ("h264_gop12", lambda k: [k[3] + 1, k[0] + 2], 2, 3 + 2),  # two GOPs, two seeks
+        ("h264_bframes", lambda k: [40], 1, 41),  # a single GOP: decode from the start
+    ],
+)
+def test_pyav_decodes_only_what_it_needs(sample_videos, monkeypatch, name, pick, seeks, frames):
+    path = sample_videos[name].path
+    indices = pick(keyframes(path))
+    with VideoReader(path, backend="pyav") as reader:
+        counts = _count_pyav_work(monkeypatch)
+        reader.get_frames(indices)
+    assert counts == {"seeks": seeks, "frames": frames}

@@ -1,0 +1,137 @@
+"""Every registered classifier keeps the model contract; the registry and tubelet checkpoints."""
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch.nn.modules.module import register_module_forward_pre_hook
+
+from tubelet.models import create_model, list_models
+
+CLIP = (1, 3, 4, 32, 32)
+
+
+def tiny(name: str, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, num_classes=5, width=8, **kwargs)
+
+
+def clip(shape=CLIP, seed: int = 0) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_registry_holds_the_first_families():
+    assert {"frame2d_resnet18", "r2plus1d_18", "r3d_18", "mc3_18"} <= set(list_models())
+    assert list_models() == sorted(list_models())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_shapes_and_head_split(name):
+    model = tiny(name).eval()
+    x = clip()
+    with torch.no_grad():
+        logits = model(x)
+        feats = model.forward_features(x)
+        pooled = model.forward_head(feats, pre_logits=True)
+        assert torch.equal(model.forward_head(feats), logits)
+    assert model.num_classes == 5
+    assert logits.shape == (1, 5)
+    assert feats.ndim == 5 and feats.shape[:2] == (1, model.num_features)
+    assert pooled.shape == (1, model.num_features)
+    assert torch.allclose(pooled, feats.mean(dim=(2, 3, 4)))
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_width_scales_channels(name):
+    assert tiny(name).num_features == 64
+    assert create_model(name, width=16).num_features == 128
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_reset_classifier(name):
+    model = tiny(name).eval()
+    model.reset_classifier(11)
+    assert model.num_classes == 11
+    assert model(clip()).shape == (1, 11)
+    with pytest.raises(ValueError, match="num_classes"):
+        model.reset_classifier(0)
+    model.double().reset_classifier(2)  # the new head follows the model's dtype and device
+    assert model(clip().double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_dropout_acts_only_in_training(name):
+    model = tiny(name, dropout=0.5)
+    x = clip((2, 3, 4, 32, 32))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+        feats = model.forward_features(x)
+        model.train()
+        dropped = model.forward_head(feats)
+    assert not torch.allclose(dropped, model.eval().forward_head(feats))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_grad_checkpointing_changes_nothing(name):
+    plain = tiny(name).train()
+    ckpt = copy.deepcopy(plain)
+    ckpt.set_grad_checkpointing()
+    x = clip((2, 3, 4, 32, 32))
+    target = torch.tensor([1, 3])
+
+    outs, recomputed = [], []
+    for model in (plain, ckpt):
+        calls = []  # one entry per module call, recomputations in backward included
+        handle = register_module_forward_pre_hook(lambda module, args, calls=calls: calls.append(1))
+        try:
+            out = model(x)
+            in_forward = len(calls)
+            torch.nn.functional.cross_entropy(out, target).backward()
+        finally:
+            handle.remove()
+        outs.append(out.detach())
+        recomputed.append(len(calls) - in_forward)
+    assert recomputed[0] == 0 and recomputed[1] > 0  # checkpointing really took place
+    torch.testing.assert_close(outs[1], outs[0])
+    for (key, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, msg=key)
+    # The recomputation in backward must not update BatchNorm statistics a second time.
+    for (key, b), c in zip(plain.named_buffers(), ckpt.buffers(), strict=True):
+        torch.testing.assert_close(c, b, msg=key)
+    # Off again: eval and no-grad paths never checkpoint.
+    ckpt.set_grad_checkpointing(False)
+    assert not ckpt.grad_checkpointing
+
+
+def test_unknown_name_suggests_a_close_match():
+    with pytest.raises(ValueError, match="r2plus1d_18"):
+        create_model("r2plus1d-18")
+
+
+def test_unknown_argument_names_the_model():
+    with pytest.raises(TypeError, match="r3d_18"):
+        create_model("r3d_18", depth=50)
+
+
+def test_tubelet_checkpoint_round_trip(tmp_path):
+    model = tiny("r3d_18").eval()
+    path = tmp_path / "model.safetensors"
+    save_file(model.state_dict(), str(path))
+    again = create_model("r3d_18", num_classes=5, width=8, checkpoint=str(path)).eval()
+    x = clip()
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+
+
+def test_mismatched_tubelet_checkpoint_names_the_keys(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_file(tiny("frame2d_resnet18").state_dict(), str(path))
+    with pytest.raises(ValueError, match=r"fc\.weight: checkpoint \(5, 64\) vs model \(7, 64\)"):
+        create_model("frame2d_resnet18", num_classes=7, width=8, checkpoint=str(path))
+    with pytest.raises(
+        ValueError, match=r"(?s)missing: layer1\.0\.conv1\.0\.weight.*unexpected: bn1"
+    ):
+        create_model("r3d_18", num_classes=5, width=8, checkpoint=str(path))
