@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 # The main job: the per-frame baseline against a temporal model on the built-in dataset.
 demo: $(STAMP)
 	$(TUBELET) train --model frame2d_resnet18 --model-arg width=16 --frames 8 --size 64 \
-		--epochs 6 --batch-size 16 --lr 2e-3 --out $(DEMO)/frame2d_resnet18
+		--epochs 8 --batch-size 16 --lr 2e-3 --out $(DEMO)/frame2d_resnet18
 	$(TUBELET) train --model r2plus1d_18 --model-arg width=16 --frames 8 --size 64 \
-		--epochs 6 --batch-size 16 --lr 2e-3 --out $(DEMO)/r2plus1d_18
+		--epochs 8 --batch-size 16 --lr 2e-3 --out $(DEMO)/r2plus1d_18
 	$(TUBELET) compare $(DEMO)/frame2d_resnet18 $(DEMO)/r2plus1d_18
 
 test: $(STAMP)

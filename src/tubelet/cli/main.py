@@ -211,17 +211,13 @@ def models() -> None:
 @app.command()
 def compare(runs: Annotated[list[Path], typer.Argument(help="Run folders.")]) -> None:
     """One table of finished runs: validation top-1 and accuracy on time-reversal pairs."""
-    table = Table(title="tubelet runs")
-    for column in (
-        "run",
-        "model",
-        "params",
-        "val top-1",
-        "clip top-1",
-        "reversal pairs",
-        "train s",
-    ):
-        table.add_column(column, justify="left" if column in ("run", "model") else "right")
+    table = Table(title="validation accuracy")
+    table.add_column("model", no_wrap=True)
+    table.add_column("params", justify="right")
+    table.add_column("top-1", justify="right")
+    table.add_column("reversal pairs", justify="right")
+    table.add_column("train s", justify="right")
+    table.add_column("run", overflow="fold")
     for run in runs:
         path = run / "summary.json"
         if not path.is_file():
@@ -230,8 +226,8 @@ def compare(runs: Annotated[list[Path], typer.Argument(help="Run folders.")]) ->
             )
         s = json.loads(path.read_text())
         table.add_row(
-            run.name, s["model"], f"{s['params'] / 1e6:.2f}M", _fmt(s.get("val_top1")),
-            _fmt(s.get("val_clip_top1")), _fmt(s.get("val_reversal_acc")), _fmt(s.get("train_time_s")),
+            s["model"], f"{s['params'] / 1e6:.2f}M", _fmt(s.get("val_top1")),
+            _fmt(s.get("val_reversal_acc")), f"{s['train_time_s']:.0f}", str(run),
         )  # fmt: skip
     console.print(table)
 

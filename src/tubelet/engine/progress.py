@@ -12,7 +12,6 @@ from rich.progress import (
     Progress,
     TaskID,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
@@ -25,10 +24,9 @@ class TrainProgress:
         self.console = console or Console(stderr=True)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(bar_width=24),
+            BarColumn(bar_width=16),
             MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
             console=self.console,
@@ -52,7 +50,7 @@ class TrainProgress:
         return self._progress.add_task(f"epoch {epoch}/{epochs}", total=num_batches, stats="")
 
     def update(self, task: TaskID, *, loss: float, clips_per_s: float, wait_share: float) -> None:
-        stats = f"loss {loss:.3f} | {clips_per_s:.1f} clips/s | data wait {wait_share:.0%}"
+        stats = f"loss {loss:.3f} {clips_per_s:.1f} clips/s data wait {wait_share:.0%}"
         self._progress.update(task, advance=1, stats=stats)
 
     def start_eval(self, num_batches: int) -> TaskID:

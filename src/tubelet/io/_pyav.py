@@ -19,7 +19,6 @@ class _Packet(NamedTuple):
     """What the index keeps of one packet; tuples sort by presentation time first."""
 
     pts: int
-    seek_ts: int
     duration: int
     keyframe: bool
     discard: bool
@@ -71,6 +70,7 @@ class PyAVDecoder:
         stream.codec_context.thread_count = num_threads
         self._stream = stream
         # One reformatter keeps its swscale context between frames: 3x faster than to_ndarray's.
+        # It converts with one thread: freeing a threaded one in a forked child waits forever.
         self._rgb = VideoReformatter()
         self.width = stream.codec_context.width
         self.height = stream.codec_context.height
@@ -89,24 +89,15 @@ class PyAVDecoder:
                         "its video packets carry no timestamps, so frames cannot be indexed; "
                         "remux it first (ffmpeg -i IN -c copy OUT.mkv)",
                     )
-                dts = packet.dts if packet.dts is not None else pts
-                # min(pts, dts) is at or before the packet whether the container's seek table is
-                # keyed by pts (Matroska) or dts (MP4).
                 packets.append(
-                    _Packet(
-                        pts,
-                        min(pts, dts),
-                        packet.duration or 0,
-                        packet.is_keyframe,
-                        packet.is_discard,
-                    )
+                    _Packet(pts, packet.duration or 0, packet.is_keyframe, packet.is_discard)
                 )
         except av.FFmpegError:
             pass  # a damaged or cut-off file: keep the packets read before the damage
         first_key = next((i for i, p in enumerate(packets) if p.keyframe), 0)
         usable = packets[first_key:]  # nothing before the first keyframe can decode
-        keys = sorted({usable[0], *(p for p in usable if p.keyframe)}) if usable else []
-        frames = sorted(p for p in usable if not p.discard and p.pts >= keys[0].pts)
+        keys = sorted({*usable[:1], *(p for p in usable if p.keyframe)})  # display order
+        frames = sorted(p for p in usable if not p.discard and p.pts >= keys[0].pts) if keys else []
         if not frames:
             raise VideoDecodeError(
                 self.path, "no decodable video frames (the file is truncated or corrupt)"
@@ -117,7 +108,7 @@ class PyAVDecoder:
         self._index_of: dict[int, int] = {}
         for i, pts in enumerate(frame_pts.tolist()):
             self._index_of.setdefault(pts, i)
-        self._key_seek = [p.seek_ts for p in keys]
+        self._key_pts = key_pts.tolist()
         # A frame decodes from the last keyframe shown at or before it; a pass started at keyframe
         # k yields frames from index _key_start[k] on.
         self._key_of = np.clip(np.searchsorted(key_pts, frame_pts, side="right") - 1, 0, None)
@@ -153,7 +144,8 @@ class PyAVDecoder:
             for index, frame in frames:
                 last = index
                 if index >= floor and index in wanted and index not in got:
-                    got[index] = self._rgb.reformat(frame, format="rgb24").to_ndarray()  # (H, W, 3)
+                    rgb = self._rgb.reformat(frame, format="rgb24", threads=1)
+                    got[index] = rgb.to_ndarray()  # (H, W, 3)
                 if index >= target:
                     break
             else:
@@ -175,8 +167,10 @@ class PyAVDecoder:
         key = int(self._key_of[target])
         while True:
             try:
+                # A keyframe's pts lands on it in pts-keyed (Matroska) and dts-keyed (MP4, AVI)
+                # seek tables alike; an index that disagrees is caught below.
                 self._container.seek(
-                    self._key_seek[key], stream=self._stream, backward=True, any_frame=False
+                    self._key_pts[key], stream=self._stream, backward=True, any_frame=False
                 )
             except av.FFmpegError as error:
                 raise VideoDecodeError(

@@ -73,7 +73,7 @@ class TorchcodecDecoder:
                 f"frames {sorted(set(indices))} of {self.num_frames} did not decode with "
                 f"torchcodec ({_first_line(error)})",
             ) from None
-        return batch.data, batch.pts_seconds.to(torch.float64)
+        return batch.data.contiguous(), batch.pts_seconds.to(torch.float64)  # (N, H, W, 3), (N,)
 
     def close(self) -> None:
         """Release the decoder (torchcodec closes the file when it is freed)."""
