@@ -1,8 +1,9 @@
 """Importer for torchvision state dicts (`checkpoint_format="torchvision"`).
 
-tubelet's ResNets keep torchvision's module names, so a torchvision state dict needs no renaming;
-this importer checks that the model has a torchvision peer and fills the BatchNorm
-`num_batches_tracked` counters that checkpoints saved before PyTorch 0.4.1 lack.
+tubelet's ResNets and S3D keep torchvision's module names, so a torchvision state dict needs no
+renaming except S3D's classifier (a 1x1x1 conv `classifier.1`, here the linear `fc`); this importer
+checks that the model has a torchvision peer and fills the BatchNorm `num_batches_tracked` counters
+that checkpoints saved before PyTorch 0.4.1 lack.
 
 Loading stays strict: the checkpoint's classifier must match `num_classes`. To fine-tune ImageNet
 or Kinetics weights on other classes, load with the checkpoint's class count, then replace the head:
@@ -14,7 +15,10 @@ or Kinetics weights on other classes, load with the checkpoint's class count, th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+from einops import rearrange
 
 from tubelet.convert import register_format
 
@@ -24,6 +28,23 @@ PEERS: dict[str, str] = {
     "mc3_18": "torchvision.models.video.mc3_18",
     "r2plus1d_18": "torchvision.models.video.r2plus1d_18",
     "r3d_18": "torchvision.models.video.r3d_18",
+    "s3d": "torchvision.models.video.s3d",
+}
+
+
+def _conv_head_to_linear(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """S3D's classifier: conv `classifier.1` (N, D, 1, 1, 1) -> linear `fc` (N, D)."""
+    out = dict(state)
+    if "classifier.1.weight" in out:
+        out["fc.weight"] = rearrange(out.pop("classifier.1.weight"), "n d 1 1 1 -> n d")
+    if "classifier.1.bias" in out:
+        out["fc.bias"] = out.pop("classifier.1.bias")
+    return out
+
+
+# Key surgery beyond the shared steps, for the models whose peer names differ.
+RENAMES: dict[str, Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
+    "s3d": _conv_head_to_linear,
 }
 
 
@@ -34,7 +55,7 @@ def from_torchvision(name: str, state: dict[str, torch.Tensor]) -> dict[str, tor
         raise ValueError(
             f"no torchvision importer for model {name!r}; supported: {', '.join(sorted(PEERS))}"
         )
-    out = dict(state)
+    out = RENAMES.get(name, dict)(state)
     for key in state:
         if key.endswith(".running_mean"):
             counter = key.removesuffix("running_mean") + "num_batches_tracked"

@@ -1,6 +1,6 @@
 """Model families (one file each) and the flat registry.
 
-Every classifier follows one contract:
+Every classifier subclasses `tubelet.models.base.VideoClassifier` and so follows one contract:
 
 - `forward(x)` with `x` of shape (B, C, T, H, W) float returns logits (B, num_classes);
 - `forward_features(x)` returns the un-pooled features, `forward_head(feats, pre_logits=False)` pools

@@ -1,0 +1,581 @@
+"""Decoding benchmark: tubelet's `VideoReader` against the decoders users have today.
+
+In one process, on the same generated H.264 files and the same frame indices, it times
+
+- `tubelet`: `VideoReader(path)` (backend "auto") then `get_frames(indices)`;
+- `torchcodec_exact` / `torchcodec_approximate`: torchcodec's `VideoDecoder` used directly with
+  `seek_mode="exact"` / `"approximate"`, then `get_frames_at(indices)`;
+- `decord`: `decord.VideoReader(path).get_batch(indices)` (when decord imports; the JSON says why not);
+- `pyav_loop`: a plain PyAV loop that decodes every frame from the start up to the last wanted one
+  and keeps the wanted frames (the "decode everything" baseline).
+
+Every call opens the file, decodes and closes it, as a training dataset does for each clip, with
+the same FFmpeg thread count for every decoder (`--threads`). Each case runs one warm-up round,
+then `--repeats` timed rounds; a round runs tubelet first (its frames are the reference), then the
+peers in an order that rotates between rounds, and every peer's frames are compared with tubelet's:
+exactly for the FFmpeg-based peers, within a small tolerance for decord (its own FFmpeg and colour
+conversion). Wrong frames are reported in the JSON as a mismatch, whatever the time.
+
+`--memory` adds the loader memory check: random reads through a DataLoader with 2 workers, each
+opening a reader and decoding a random clip, with the resident memory of the worker processes
+(VmRSS from /proc) tracked from the end of a warm-up to the end of the run.
+
+    python benchmarks/decode.py --out results.json            # full run (generates files once)
+    python benchmarks/decode.py --quick --out quick.json      # one tiny file, one case: a smoke run
+    python benchmarks/decode.py --memory --no-timing          # only the 10,000-read memory check
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+from torch.utils.data import DataLoader, Dataset
+
+from tubelet.data.sampling import dense_indices, temporal_views, uniform_indices
+from tubelet.io import VideoReader
+
+DEFAULT_WORKDIR = Path(__file__).resolve().parent / ".cache"
+GENERATOR_VERSION = 1  # bump when the generated content changes, so cached files are remade
+# decord decodes with its own FFmpeg and YUV->RGB conversion: a right frame differs from
+# FFmpeg's by rounding (mean |diff| below 1 level); a wrong frame of moving texture by far more.
+DECORD_MEAN_TOLERANCE = 3.0
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """One generated H.264 file: size, length, keyframe interval and B-frames."""
+
+    name: str
+    width: int
+    height: int
+    seconds: int
+    fps: int
+    gop: int
+    bframes: int
+
+    @property
+    def num_frames(self) -> int:
+        return self.seconds * self.fps
+
+    def filename(self) -> str:
+        return (
+            f"{self.name}_{self.width}x{self.height}_{self.seconds}s_{self.fps}fps_"
+            f"g{self.gop}_bf{self.bframes}_v{GENERATOR_VERSION}.mp4"
+        )
+
+
+FILES = (
+    VideoSpec("240p_10s", 426, 240, seconds=10, fps=30, gop=250, bframes=3),  # a Kinetics-like clip
+    VideoSpec("720p_60s", 1280, 720, seconds=60, fps=30, gop=250, bframes=3),  # the long file
+    VideoSpec("1080p_20s", 1920, 1080, seconds=20, fps=30, gop=60, bframes=3),  # 2 s GOP, streaming
+)
+QUICK_FILES = (VideoSpec("120p_2s", 160, 120, seconds=2, fps=30, gop=250, bframes=3),)
+LONG_FILE = "720p_60s"  # the file of the ">= 5x faster than the PyAV loop" goal
+
+IndexFn = Callable[[int, float, np.random.Generator], list[int]]
+
+
+@dataclass(frozen=True)
+class Case:
+    """A sampling pattern: frame indices from (num_frames, fps, rng). `sparse` cases are the ones
+    the >= 5x goal applies to."""
+
+    name: str
+    indices: IndexFn
+    sparse: bool
+
+
+def _uniform(segments: int) -> IndexFn:
+    def indices(num_frames: int, fps: float, rng: np.random.Generator) -> list[int]:
+        return list(uniform_indices(num_frames, fps, segments, train=False).indices)
+
+    return indices
+
+
+def _random_dense(num_frames: int, fps: float, rng: np.random.Generator) -> list[int]:
+    return list(dense_indices(num_frames, fps, 16, 2, train=True, rng=rng).indices)
+
+
+def _views_4x3(num_frames: int, fps: float, rng: np.random.Generator) -> list[int]:
+    # 4 temporal clips x 3 spatial crops: crops cut the decoded frames, so only the 4 clips'
+    # 4 * 16 frames are decoded, in one call, as `VideoDataset` does for evaluation.
+    views = temporal_views(num_frames, fps, 4, sampling="dense", clip_len=16, stride=2)
+    return [i for view in views for i in view.indices]
+
+
+CASES = (
+    Case("uniform_8", _uniform(8), sparse=True),
+    Case("uniform_16", _uniform(16), sparse=True),
+    Case("uniform_32", _uniform(32), sparse=True),
+    Case("dense_16x2_random", _random_dense, sparse=False),
+    Case("views_4x3_dense_16x2", _views_4x3, sparse=False),
+)
+QUICK_CASES = CASES[:1]
+
+
+# --- generated files ---------------------------------------------------------------------------
+
+
+def _texture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (height, width, 3) smooth colour noise at three scales: detail the encoder must code."""
+    total = torch.zeros(1, 3, height, width)
+    for cell, weight in ((96, 0.55), (24, 0.3), (6, 0.15)):
+        coarse = torch.from_numpy(
+            rng.random((1, 3, height // cell + 2, width // cell + 2), dtype=np.float32)
+        )
+        total += weight * F.interpolate(coarse, size=(height, width), mode="bicubic")
+    image = (total.clamp(0, 1) * 255).to(torch.uint8)  # (1, 3, H, W)
+    return image[0].permute(1, 2, 0).contiguous().numpy()  # (H, W, 3)
+
+
+def textured_frames(spec: VideoSpec, seed: int = 0) -> Iterator[np.ndarray]:
+    """uint8 (H, W, 3) frames: a camera panning over a textured scene, a textured block moving on
+    its own path, and a little grain, so every frame has motion and detail to code."""
+    rng = np.random.default_rng(seed)
+    pan_x, pan_y = spec.width // 3, spec.height // 6  # pan amplitude in pixels
+    scene = _texture(spec.height + pan_y, spec.width + pan_x, rng)
+    block = _texture(spec.height // 4, spec.height // 4, rng)
+    grain = rng.integers(-6, 7, (4, spec.height, spec.width, 3), dtype=np.int16)
+    room_y, room_x = spec.height - block.shape[0], spec.width - block.shape[1]
+    for i in range(spec.num_frames):
+        t = i / spec.fps
+        x = round(pan_x * (0.5 - 0.5 * math.cos(2 * math.pi * t / 7.0)))
+        y = round(pan_y * (0.5 - 0.5 * math.cos(2 * math.pi * t / 5.0)))
+        image = scene[y : y + spec.height, x : x + spec.width].astype(np.int16)  # (H, W, 3)
+        by = round(room_y * (0.5 + 0.5 * math.sin(2 * math.pi * t / 3.0)))
+        bx = round(room_x * (0.5 + 0.5 * math.sin(2 * math.pi * t / 4.3)))
+        image[by : by + block.shape[0], bx : bx + block.shape[1]] = block
+        image += grain[i % len(grain)]
+        yield image.clip(0, 255).astype(np.uint8)
+
+
+def generate(spec: VideoSpec, folder: Path) -> Path:
+    """The file for `spec` in `folder`, encoded once with libx264 (preset medium, crf 23)."""
+    path = folder / spec.filename()
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.mp4")  # renamed when complete: no half file is cached
+    options = {"g": str(spec.gop), "bf": str(spec.bframes), "crf": "23", "preset": "medium"}
+    with av.open(str(partial), mode="w") as container:
+        stream = container.add_stream("libx264", rate=spec.fps, options=options)
+        stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
+        for image in textured_frames(spec):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    partial.rename(path)
+    return path
+
+
+# --- decoders ----------------------------------------------------------------------------------
+
+Decode = Callable[[Path, list[int], int], torch.Tensor]  # (path, indices, threads) -> (N, H, W, 3)
+
+
+def decode_tubelet(path: Path, indices: list[int], threads: int) -> torch.Tensor:
+    with VideoReader(path, num_threads=threads) as reader:
+        return reader.get_frames(indices).data
+
+
+def _torchcodec(seek_mode: str) -> Decode:
+    def decode(path: Path, indices: list[int], threads: int) -> torch.Tensor:
+        from torchcodec.decoders import VideoDecoder
+
+        decoder = VideoDecoder(
+            str(path), seek_mode=seek_mode, dimension_order="NHWC", num_ffmpeg_threads=threads
+        )
+        return decoder.get_frames_at(indices).data
+
+    return decode
+
+
+def decode_decord(path: Path, indices: list[int], threads: int) -> torch.Tensor:
+    import decord
+
+    reader = decord.VideoReader(str(path), num_threads=threads)
+    return torch.from_numpy(reader.get_batch(indices).asnumpy())
+
+
+def decode_pyav_loop(path: Path, indices: list[int], threads: int) -> torch.Tensor:
+    wanted, last = set(indices), max(indices)
+    kept: dict[int, np.ndarray] = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        for index, frame in enumerate(container.decode(stream)):
+            if index in wanted:
+                kept[index] = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+            if index >= last:
+                break
+    return torch.from_numpy(np.stack([kept[i] for i in indices]))  # (N, H, W, 3)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A decoder to compare with tubelet; `exact` peers decode with the same FFmpeg as tubelet,
+    so their frames must be byte-equal to tubelet's."""
+
+    name: str
+    decode: Decode
+    exact: bool
+
+
+def available_peers() -> tuple[list[Peer], dict[str, str]]:
+    """The peers that import here, and {name: reason} for those that do not."""
+    peers = [
+        Peer("torchcodec_exact", _torchcodec("exact"), exact=True),
+        Peer("torchcodec_approximate", _torchcodec("approximate"), exact=True),
+    ]
+    unavailable: dict[str, str] = {}
+    try:
+        import decord  # noqa: F401
+    except Exception as error:  # ImportError, or OSError when its bundled FFmpeg does not load
+        unavailable["decord"] = f"{type(error).__name__}: {error} (pip install decord==0.6.0)"
+    else:
+        peers.append(Peer("decord", decode_decord, exact=False))
+    peers.append(Peer("pyav_loop", decode_pyav_loop, exact=True))
+    return peers, unavailable
+
+
+def compare(reference: torch.Tensor, frames: torch.Tensor, indices: list[int], exact: bool) -> str:
+    """"exact", "close (...)" or "MISMATCH: ..." for a peer's frames against tubelet's."""
+    if frames.shape != reference.shape or frames.dtype != reference.dtype:
+        return f"MISMATCH: shape {tuple(frames.shape)} {frames.dtype}, tubelet {tuple(reference.shape)}"
+    if torch.equal(frames, reference):
+        return "exact"
+    diff = (frames.to(torch.int16) - reference.to(torch.int16)).abs()  # (N, H, W, 3)
+    per_frame = diff.flatten(1).float().mean(1)  # (N,) mean |diff| of each frame
+    worst = int(per_frame.argmax())
+    detail = f"max |diff| {int(diff.max())}, worst frame {indices[worst]} mean {per_frame.max():.2f}"
+    wrong = [indices[i] for i in (per_frame > DECORD_MEAN_TOLERANCE).nonzero().flatten().tolist()]
+    if exact or wrong:
+        return f"MISMATCH: {detail}; frames {wrong[:8] or 'all within tolerance'} differ"
+    return f"close ({detail})"
+
+
+def _verdict(old: str | None, new: str) -> str:
+    """The worst of two comparison results: a mismatch sticks, then the first "close"."""
+    if old is None or new.startswith("MISMATCH") or old == "exact":
+        return new
+    return old
+
+
+# --- timing ------------------------------------------------------------------------------------
+
+
+def _timed(decode: Decode, path: Path, indices: list[int], threads: int) -> tuple[float, Any]:
+    start = time.perf_counter()
+    frames = decode(path, indices, threads)
+    return time.perf_counter() - start, frames
+
+
+def run_case(
+    path: Path, case: Case, peers: list[Peer], num_frames: int, fps: float, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Time tubelet and every peer on one file and case; returns the case's JSON record."""
+    rng = np.random.default_rng(zlib.crc32(f"{path.name}/{case.name}".encode()))
+    rounds = [case.indices(num_frames, fps, rng) for _ in range(args.repeats + 1)]  # 0: warm-up
+    times: dict[str, list[float]] = {"tubelet": [], **{p.name: [] for p in peers}}
+    verdicts: dict[str, str | None] = {p.name: None for p in peers}
+    errors: dict[str, str] = {}
+    for round_index, indices in enumerate(rounds):
+        seconds, reference = _timed(decode_tubelet, path, indices, args.threads)
+        if round_index:
+            times["tubelet"].append(seconds)
+        shift = round_index % len(peers)
+        for peer in peers[shift:] + peers[:shift]:
+            if peer.name in errors:
+                continue
+            try:
+                seconds, frames = _timed(peer.decode, path, indices, args.threads)
+            except Exception as error:  # a peer that fails on a file is reported, not fatal
+                errors[peer.name] = f"{type(error).__name__}: {str(error).strip()[:300]}"
+                continue
+            verdicts[peer.name] = _verdict(
+                verdicts[peer.name], compare(reference, frames, indices, peer.exact)
+            )
+            del frames
+            if round_index:
+                times[peer.name].append(seconds)
+        del reference
+    medians = {name: statistics.median(ts) for name, ts in times.items() if ts}
+    peer_times = {name: t for name, t in medians.items() if name != "tubelet"}
+    best_peer = min(peer_times, key=peer_times.__getitem__) if peer_times else None
+    tubelet = medians["tubelet"]
+    return {
+        "case": case.name,
+        "sparse": case.sparse,
+        "num_indices": len(rounds[0]),
+        "indices_first_round": rounds[1] if len(rounds) > 1 else rounds[0],
+        "seconds": medians,
+        "all_seconds": times,
+        "frames_match": {**verdicts, **{name: f"ERROR: {e}" for name, e in errors.items()}},
+        "best_peer": best_peer,
+        "ratio_to_best_peer": tubelet / peer_times[best_peer] if best_peer else None,
+        "speedup_vs_pyav_loop": medians["pyav_loop"] / tubelet if "pyav_loop" in medians else None,
+    }
+
+
+def describe(path: Path, spec: VideoSpec, threads: int) -> dict[str, Any]:
+    """The file's spec and the frame count each decoder reports (they must agree)."""
+    from torchcodec.decoders import VideoDecoder
+
+    with VideoReader(path, num_threads=threads) as reader:
+        info = {
+            "path": str(path),
+            "size_bytes": path.stat().st_size,
+            **asdict(spec),
+            "tubelet_backend": reader.backend,
+            "num_frames": reader.num_frames,
+            "fps": reader.fps,
+        }
+    counts = {"written": spec.num_frames, "tubelet": info["num_frames"]}
+    counts["torchcodec"] = VideoDecoder(str(path)).metadata.num_frames_from_content
+    try:
+        import decord
+
+        counts["decord"] = len(decord.VideoReader(str(path), num_threads=threads))
+    except ImportError:
+        pass
+    info["num_frames_by_decoder"] = counts
+    info["num_frames_agree"] = len(set(counts.values())) == 1
+    return info
+
+
+# --- loader memory -----------------------------------------------------------------------------
+
+
+def rss_kib(pid: int | str = "self") -> int:
+    """Resident memory of a process in KiB (VmRSS in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/{pid}/status has no VmRSS line")
+
+
+class RandomReads(Dataset):
+    """Item i opens one of `paths`, decodes a random clip (16 dense frames or 8 uniform ones,
+    drawn from seed i) and closes it, as a training dataset does; it returns the worker's pid and
+    resident memory after the read, not the frames, so only the reader's memory is measured."""
+
+    def __init__(self, paths: Sequence[Path], num_reads: int) -> None:
+        self.readers = [VideoReader(p) for p in paths]  # opened here for metadata, reopened lazily
+        self.num_reads = num_reads
+
+    def __len__(self) -> int:
+        return self.num_reads
+
+    def __getitem__(self, index: int) -> tuple[int, int, int]:
+        rng = np.random.default_rng(index)
+        template = self.readers[index % len(self.readers)]
+        with VideoReader(template.path) as reader:
+            n, fps = reader.num_frames, reader.fps
+            if index % 2:
+                clip = dense_indices(n, fps, 16, 2, train=True, rng=rng)
+            else:
+                clip = uniform_indices(n, fps, 8, train=True, rng=rng)
+            checksum = int(reader.get_frames(list(clip.indices)).data[:, ::8, ::8].sum())
+        return os.getpid(), rss_kib(), checksum
+
+
+def loader_memory(
+    paths: Sequence[Path], num_reads: int, *, warmup: int, workers: int = 2, window: int = 50
+) -> dict[str, Any]:
+    """Read `num_reads` random clips through a DataLoader with `workers` workers and report how
+    much each worker's resident memory grew from the end of the first `warmup` reads to the end.
+
+    Per worker, the baseline is the median RSS over its last `window` reads of the warm-up and
+    the final value the median over its last `window` reads, so one read's transient buffers do
+    not count as growth. `growth` is the largest relative growth over the workers.
+    """
+    dataset = RandomReads(paths, num_reads)
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
+    samples: dict[int, list[tuple[int, int]]] = {}  # pid -> [(read number, rss KiB)]
+    start = time.perf_counter()
+    for read, (pid, rss, _) in enumerate(loader):
+        samples.setdefault(pid, []).append((read, rss))
+    seconds = time.perf_counter() - start
+    per_worker = {}
+    for pid, series in samples.items():
+        warm = [rss for read, rss in series if read < warmup][-window:]
+        end = [rss for _, rss in series][-window:]
+        baseline, final = statistics.median(warm), statistics.median(end)
+        per_worker[str(pid)] = {
+            "reads": len(series),
+            "rss_after_warmup_mib": baseline / 1024,
+            "rss_end_mib": final / 1024,
+            "rss_peak_mib": max(rss for _, rss in series) / 1024,
+            "growth": final / baseline - 1,
+            "rss_trace_mib": [rss / 1024 for _, rss in series[:: max(1, len(series) // 20)]],
+        }
+    growth = max(w["growth"] for w in per_worker.values())
+    return {
+        "files": [str(p) for p in paths],
+        "reads": num_reads,
+        "warmup_reads": warmup,
+        "workers": workers,
+        "seconds": seconds,
+        "reads_per_second": num_reads / seconds,
+        "growth": growth,
+        "goal": "growth < 0.05",
+        "goal_met": growth < 0.05,
+        "per_worker": per_worker,
+    }
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def print_table(results: list[dict[str, Any]], names: list[str], console: Console) -> None:
+    table = Table(title="median ms per call (open + decode); ratio = tubelet / best peer")
+    for column in ("file", "case", "N", *names, "ratio", "vs loop", "frames"):
+        table.add_column(column, justify="left" if column in ("file", "case", "frames") else "right")
+    for r in results:
+        cells = [f"{r['seconds'][n] * 1e3:.1f}" if n in r["seconds"] else "-" for n in names]
+        ratio, speedup = r["ratio_to_best_peer"], r["speedup_vs_pyav_loop"]
+        bad = [n for n, v in r["frames_match"].items() if not v.startswith(("exact", "close"))]
+        table.add_row(
+            r["file"], r["case"], str(r["num_indices"]), *cells,
+            f"{ratio:.2f}" if ratio else "-", f"{speedup:.1f}x" if speedup else "-",
+            "[red]" + ", ".join(bad) + "[/red]" if bad else "ok",
+        )  # fmt: skip
+    console.print(table)
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's two goals, checked case by case."""
+    slower = [
+        f"{r['file']}/{r['case']}: {r['ratio_to_best_peer']:.2f}x {r['best_peer']}"
+        for r in results
+        if r["ratio_to_best_peer"] is not None and r["ratio_to_best_peer"] > 1.0
+    ]
+    long_sparse = [r for r in results if r["file"] == LONG_FILE and r["sparse"]]
+    under_5x = [
+        f"{r['case']}: {r['speedup_vs_pyav_loop']:.1f}x"
+        for r in long_sparse
+        if r["speedup_vs_pyav_loop"] is not None and r["speedup_vs_pyav_loop"] < 5
+    ]
+    mismatches = [
+        f"{r['file']}/{r['case']}/{name}: {verdict}"
+        for r in results
+        for name, verdict in r["frames_match"].items()
+        if not verdict.startswith(("exact", "close"))
+    ]
+    return {
+        "never_slower_than_best_peer": not slower,
+        "slower_than_best_peer": slower,
+        "sparse_long_file_at_least_5x_pyav_loop": bool(long_sparse) and not under_5x,
+        "sparse_long_file_under_5x": under_5x,
+        "frame_mismatches_or_errors": mismatches,
+    }
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "torch": torch.__version__, "av": av.__version__}
+    for module in ("torchcodec", "decord", "tubelet"):
+        try:
+            found[module] = str(__import__(module).__version__)
+        except Exception as error:
+            found[module] = f"unavailable ({type(error).__name__})"
+    return found
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("results.json"), help="JSON results")
+    parser.add_argument(
+        "--workdir", type=Path, default=DEFAULT_WORKDIR, help="where generated files are cached"
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5; 1 quick)")
+    parser.add_argument("--threads", type=int, default=1, help="FFmpeg threads for every decoder")
+    parser.add_argument("--quick", action="store_true", help="one tiny file, one case (smoke run)")
+    parser.add_argument("--memory", action="store_true", help="also run the loader memory check")
+    parser.add_argument("--reads", type=int, default=None, help="memory reads (10000; 300 quick)")
+    parser.add_argument("--no-timing", action="store_true", help="skip the timings")
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 5
+    if args.reads is None:
+        args.reads = 300 if args.quick else 10_000
+    if args.repeats < 1 or args.reads < 20 or args.threads < 0:
+        parser.error("--repeats must be >= 1, --reads >= 20 and --threads >= 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    console = Console()
+    specs, cases = (QUICK_FILES, QUICK_CASES) if args.quick else (FILES, CASES)
+    peers, unavailable = available_peers()
+    report: dict[str, Any] = {
+        "meta": {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()} {platform.processor()}".strip(),
+            "cpu_count": os.cpu_count(),
+            "load_average_start": os.getloadavg(),
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "timed": "median of the repeats; each call opens, decodes and closes the file",
+            "versions": versions(),
+            "peers": [p.name for p in peers],
+            "unavailable_peers": unavailable,
+        },
+    }
+    for name, reason in unavailable.items():
+        console.print(f"[yellow]{name} left out: {reason}[/yellow]")
+    paths = {}
+    for spec in specs:
+        console.print(f"file {spec.name}: generating or reusing in {args.workdir}")
+        paths[spec.name] = generate(spec, args.workdir)
+    if not args.no_timing:
+        report["files"], results = {}, []
+        for spec in specs:
+            info = describe(paths[spec.name], spec, args.threads)
+            report["files"][spec.name] = info
+            for case in cases:
+                console.print(f"  {spec.name} {case.name}")
+                record = run_case(paths[spec.name], case, peers, info["num_frames"], info["fps"], args)
+                results.append({"file": spec.name, **record})
+        report["results"] = results
+        report["summary"] = summarize(results)
+        print_table(results, ["tubelet", *(p.name for p in peers)], console)
+        console.print_json(data=report["summary"])
+    if args.memory:
+        memory_file = paths[specs[0].name]  # the short clip, read over and over
+        console.print(f"memory: {args.reads} random reads of {memory_file.name}, 2 workers")
+        report["memory"] = loader_memory(
+            [memory_file], args.reads, warmup=max(args.reads // 10, 20)
+        )
+        console.print_json(data={k: v for k, v in report["memory"].items() if k != "per_worker"})
+    report["meta"]["load_average_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
