@@ -28,6 +28,7 @@ opening a reader and decoding a random clip, with the resident memory of the wor
 from __future__ import annotations
 
 import argparse
+import bisect
 import datetime
 import json
 import math
@@ -260,7 +261,7 @@ def available_peers() -> tuple[list[Peer], dict[str, str]]:
 
 
 def compare(reference: torch.Tensor, frames: torch.Tensor, indices: list[int], exact: bool) -> str:
-    """"exact", "close (...)" or "MISMATCH: ..." for a peer's frames against tubelet's."""
+    """A peer's frames against tubelet's: "exact", "close (...)" or "MISMATCH: ..."."""
     if frames.shape != reference.shape or frames.dtype != reference.dtype:
         return f"MISMATCH: shape {tuple(frames.shape)} {frames.dtype}, tubelet {tuple(reference.shape)}"
     if torch.equal(frames, reference):
@@ -268,7 +269,9 @@ def compare(reference: torch.Tensor, frames: torch.Tensor, indices: list[int], e
     diff = (frames.to(torch.int16) - reference.to(torch.int16)).abs()  # (N, H, W, 3)
     per_frame = diff.flatten(1).float().mean(1)  # (N,) mean |diff| of each frame
     worst = int(per_frame.argmax())
-    detail = f"max |diff| {int(diff.max())}, worst frame {indices[worst]} mean {per_frame.max():.2f}"
+    detail = (
+        f"max |diff| {int(diff.max())}, worst frame {indices[worst]} mean {per_frame.max():.2f}"
+    )
     wrong = [indices[i] for i in (per_frame > DECORD_MEAN_TOLERANCE).nonzero().flatten().tolist()]
     if exact or wrong:
         return f"MISMATCH: {detail}; frames {wrong[:8] or 'all within tolerance'} differ"
@@ -292,11 +295,14 @@ def _timed(decode: Decode, path: Path, indices: list[int], threads: int) -> tupl
 
 
 def run_case(
-    path: Path, case: Case, peers: list[Peer], num_frames: int, fps: float, args: argparse.Namespace
+    path: Path, case: Case, peers: list[Peer], info: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Time tubelet and every peer on one file and case; returns the case's JSON record."""
+    """Time tubelet and every peer on one file (`info` from `describe`) and case; returns the
+    case's JSON record."""
     rng = np.random.default_rng(zlib.crc32(f"{path.name}/{case.name}".encode()))
-    rounds = [case.indices(num_frames, fps, rng) for _ in range(args.repeats + 1)]  # 0: warm-up
+    rounds = [  # round 0 is the warm-up
+        case.indices(info["num_frames"], info["fps"], rng) for _ in range(args.repeats + 1)
+    ]
     times: dict[str, list[float]] = {"tubelet": [], **{p.name: [] for p in peers}}
     verdicts: dict[str, str | None] = {p.name: None for p in peers}
     errors: dict[str, str] = {}
@@ -324,11 +330,18 @@ def run_case(
     peer_times = {name: t for name, t in medians.items() if name != "tubelet"}
     best_peer = min(peer_times, key=peer_times.__getitem__) if peer_times else None
     tubelet = medians["tubelet"]
+    timed = rounds[1]
+    must_decode = frames_to_decode(timed, info["keyframes"])
     return {
         "case": case.name,
         "sparse": case.sparse,
-        "num_indices": len(rounds[0]),
-        "indices_first_round": rounds[1] if len(rounds) > 1 else rounds[0],
+        "num_indices": len(timed),
+        "indices_first_timed_round": timed,
+        # Decoding work for those indices: the frame-exact floor (every frame from each needed
+        # keyframe on) against the PyAV loop's; their ratio bounds the speedup over the loop.
+        "frames_to_decode_seeking": must_decode,
+        "frames_to_decode_loop": max(timed) + 1,
+        "decode_work_ratio_loop_to_seeking": (max(timed) + 1) / must_decode,
         "seconds": medians,
         "all_seconds": times,
         "frames_match": {**verdicts, **{name: f"ERROR: {e}" for name, e in errors.items()}},
@@ -336,6 +349,25 @@ def run_case(
         "ratio_to_best_peer": tubelet / peer_times[best_peer] if best_peer else None,
         "speedup_vs_pyav_loop": medians["pyav_loop"] / tubelet if "pyav_loop" in medians else None,
     }
+
+
+def keyframe_indices(path: Path) -> list[int]:
+    """Display-order indices of the keyframes of the first video stream (packets only, no decode)."""
+    with av.open(str(path)) as container:
+        packets = [(p.pts, p.is_keyframe) for p in container.demux(video=0) if p.size]
+    packets.sort()  # display order
+    return [index for index, (_, key) in enumerate(packets) if key]
+
+
+def frames_to_decode(indices: Sequence[int], keyframes: Sequence[int]) -> int:
+    """Frames a seek-and-decode-forward reader must decode for `indices`: for each GOP holding a
+    wanted frame, from its keyframe to the last wanted frame in it (the floor for frame-exact
+    decoding with every frame decoded; the PyAV loop decodes `max(indices) + 1`)."""
+    last_in_gop: dict[int, int] = {}
+    for index in indices:
+        key = keyframes[bisect.bisect_right(keyframes, index) - 1]
+        last_in_gop[key] = max(last_in_gop.get(key, key), index)
+    return sum(last - key + 1 for key, last in last_in_gop.items())
 
 
 def describe(path: Path, spec: VideoSpec, threads: int) -> dict[str, Any]:
@@ -350,6 +382,7 @@ def describe(path: Path, spec: VideoSpec, threads: int) -> dict[str, Any]:
             "tubelet_backend": reader.backend,
             "num_frames": reader.num_frames,
             "fps": reader.fps,
+            "keyframes": keyframe_indices(path),
         }
     counts = {"written": spec.num_frames, "tubelet": info["num_frames"]}
     counts["torchcodec"] = VideoDecoder(str(path)).metadata.num_frames_from_content
@@ -401,16 +434,17 @@ class RandomReads(Dataset):
 
 
 def loader_memory(
-    paths: Sequence[Path], num_reads: int, *, warmup: int, workers: int = 2, window: int = 50
+    dataset: Dataset, *, warmup: int, workers: int = 2, window: int = 50
 ) -> dict[str, Any]:
-    """Read `num_reads` random clips through a DataLoader with `workers` workers and report how
-    much each worker's resident memory grew from the end of the first `warmup` reads to the end.
+    """Read every item of `dataset` (items `(worker pid, worker RSS KiB, anything)`, as
+    `RandomReads` gives) through a DataLoader with `workers` workers and report how much each
+    worker's resident memory grew from the end of the first `warmup` reads to the end.
 
     Per worker, the baseline is the median RSS over its last `window` reads of the warm-up and
     the final value the median over its last `window` reads, so one read's transient buffers do
     not count as growth. `growth` is the largest relative growth over the workers.
     """
-    dataset = RandomReads(paths, num_reads)
+    num_reads = len(dataset)
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
     samples: dict[int, list[tuple[int, int]]] = {}  # pid -> [(read number, rss KiB)]
     start = time.perf_counter()
@@ -432,7 +466,6 @@ def loader_memory(
         }
     growth = max(w["growth"] for w in per_worker.values())
     return {
-        "files": [str(p) for p in paths],
         "reads": num_reads,
         "warmup_reads": warmup,
         "workers": workers,
@@ -448,10 +481,18 @@ def loader_memory(
 # --- report ------------------------------------------------------------------------------------
 
 
+SHORT_NAMES = {"torchcodec_exact": "tc exact", "torchcodec_approximate": "tc approx"}
+
+
 def print_table(results: list[dict[str, Any]], names: list[str], console: Console) -> None:
-    table = Table(title="median ms per call (open + decode); ratio = tubelet / best peer")
-    for column in ("file", "case", "N", *names, "ratio", "vs loop", "frames"):
-        table.add_column(column, justify="left" if column in ("file", "case", "frames") else "right")
+    table = Table(
+        title="median ms per call (open + decode); ratio = tubelet / best peer; vs loop = "
+        "PyAV loop / tubelet; bound = the most a frame-exact seeking decoder can gain on the loop"
+    )
+    for column in ("file", "case", "N", *(SHORT_NAMES.get(n, n) for n in names)):
+        table.add_column(column, justify="left" if column in ("file", "case") else "right")
+    for column in ("ratio", "vs loop", "bound", "frames"):
+        table.add_column(column, justify="left" if column == "frames" else "right")
     for r in results:
         cells = [f"{r['seconds'][n] * 1e3:.1f}" if n in r["seconds"] else "-" for n in names]
         ratio, speedup = r["ratio_to_best_peer"], r["speedup_vs_pyav_loop"]
@@ -459,6 +500,7 @@ def print_table(results: list[dict[str, Any]], names: list[str], console: Consol
         table.add_row(
             r["file"], r["case"], str(r["num_indices"]), *cells,
             f"{ratio:.2f}" if ratio else "-", f"{speedup:.1f}x" if speedup else "-",
+            f"{r['decode_work_ratio_loop_to_seeking']:.1f}x",
             "[red]" + ", ".join(bad) + "[/red]" if bad else "ok",
         )  # fmt: skip
     console.print(table)
@@ -508,7 +550,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workdir", type=Path, default=DEFAULT_WORKDIR, help="where generated files are cached"
     )
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5; 1 quick)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed rounds (default 5; 1 quick)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="FFmpeg threads for every decoder")
     parser.add_argument("--quick", action="store_true", help="one tiny file, one case (smoke run)")
     parser.add_argument("--memory", action="store_true", help="also run the loader memory check")
@@ -526,7 +570,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    console = Console()
+    console = Console(width=max(Console().width, 132))
     specs, cases = (QUICK_FILES, QUICK_CASES) if args.quick else (FILES, CASES)
     peers, unavailable = available_peers()
     report: dict[str, Any] = {
@@ -557,7 +601,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             report["files"][spec.name] = info
             for case in cases:
                 console.print(f"  {spec.name} {case.name}")
-                record = run_case(paths[spec.name], case, peers, info["num_frames"], info["fps"], args)
+                record = run_case(paths[spec.name], case, peers, info, args)
                 results.append({"file": spec.name, **record})
         report["results"] = results
         report["summary"] = summarize(results)
@@ -566,9 +610,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.memory:
         memory_file = paths[specs[0].name]  # the short clip, read over and over
         console.print(f"memory: {args.reads} random reads of {memory_file.name}, 2 workers")
-        report["memory"] = loader_memory(
-            [memory_file], args.reads, warmup=max(args.reads // 10, 20)
-        )
+        dataset = RandomReads([memory_file], args.reads)
+        report["memory"] = {
+            "file": str(memory_file),
+            **loader_memory(dataset, warmup=max(args.reads // 10, 20)),
+        }
         console.print_json(data={k: v for k, v in report["memory"].items() if k != "per_worker"})
     report["meta"]["load_average_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,11 @@ PEER_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "mc3_18": torchvision.models.video.mc3_18,
     "r2plus1d_18": torchvision.models.video.r2plus1d_18,
     "r3d_18": torchvision.models.video.r3d_18,
+    "s3d": torchvision.models.video.s3d,
 }
+# The smallest clip torchvision's S3D takes (its 2x7x7 average pool needs a (2, 7, 7) map); the
+# width 241 gives a (2, 7, 8) map, so its stride-1 windows overlap instead of covering it once.
+PARITY_CLIPS = {"s3d": (1, 3, 13, 209, 241)}
 
 
 def randomised_peer(name: str, num_classes: int, seed: int = 0) -> nn.Module:
@@ -50,23 +54,58 @@ def test_every_peer_has_a_registered_model():
     assert "torchvision" in list_formats()
 
 
-@pytest.mark.parametrize("name", sorted(PEER_BUILDERS))
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if name in PARITY_CLIPS else name
+        for name in sorted(PEER_BUILDERS)
+    ],
+)
 def test_torchvision_weights_reproduce_the_peer(name, tmp_path):
     peer = randomised_peer(name, num_classes=7)
     path = tmp_path / "peer.pth"
     torch.save(peer.state_dict(), path)
     model = create_model(name, num_classes=7, checkpoint=str(path), checkpoint_format="torchvision")
     model.eval()
-    x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    shape = PARITY_CLIPS.get(name, (2, 3, 4, 32, 32))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = peer_logits(name, peer, x)
         got = model(x)
-    assert got.shape == (2, 7)
+    assert got.shape == (shape[0], 7)
     scale = max(1.0, expected.abs().max().item())
     assert (got - expected).abs().max().item() <= 1e-4 * scale
     own = model.state_dict()
-    for key, value in peer.state_dict().items():  # every buffer arrives, batch counters included
+    imported = from_torchvision(name, peer.state_dict())
+    assert imported.keys() == own.keys()
+    for key, value in imported.items():  # every buffer arrives, batch counters included
         assert torch.equal(own[key], value), key
+
+
+def test_s3d_small_clip_matches_the_peer_with_its_pool_cut_to_the_map(tmp_path):
+    # Below 13x209x209 torchvision's S3D cannot pool; tubelet's cuts the 2x7x7 window to the map
+    # (here 1x2x2). The peer with that window is the reference: same trunk, same conv classifier.
+    peer = randomised_peer("s3d", num_classes=5)
+    peer.avgpool = nn.AvgPool3d((1, 2, 2), stride=1)
+    path = tmp_path / "s3d.pth"
+    torch.save(peer.state_dict(), path)
+    model = create_model(
+        "s3d", num_classes=5, checkpoint=str(path), checkpoint_format="torchvision"
+    )
+    x = torch.randn(2, 3, 8, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = peer(x)
+        got = model.eval()(x)
+    assert (got - expected).abs().max().item() <= 1e-4 * max(1.0, expected.abs().max().item())
+    assert torch.equal(model.fc.weight, peer.classifier[1].weight.flatten(1))
+
+
+def test_s3d_conv_classifier_becomes_the_linear_head():
+    state = {"classifier.1.weight": torch.randn(4, 6, 1, 1, 1), "classifier.1.bias": torch.ones(4)}
+    out = from_torchvision("s3d", state)
+    assert sorted(out) == ["fc.bias", "fc.weight"]
+    assert torch.equal(out["fc.weight"], state["classifier.1.weight"].reshape(4, 6))
+    assert "classifier.1.weight" in state  # the input is not mutated
 
 
 def test_checkpoints_without_batch_counters_load(tmp_path):

@@ -18,6 +18,7 @@ import pytest
 
 HEIGHT, WIDTH, NUM_FRAMES, FPS = 48, 64, 48, 24
 VFR_STEPS_MS = (30, 50, 41)  # frame i lasts VFR_STEPS_MS[i % 3] milliseconds
+AV1_ENCODER = next((e for e in ("libsvtav1", "libaom-av1") if e in av.codecs_available), "none")
 
 # name -> (suffix, encoder, encoder options, variable frame rate)
 VIDEO_KINDS: dict[str, tuple[str, str, dict[str, str], bool]] = {
@@ -28,6 +29,18 @@ VIDEO_KINDS: dict[str, tuple[str, str, dict[str, str], bool]] = {
     "hevc_mkv": ("mkv", "libx265", {"x265-params": "log-level=none:keyint=12"}, False),
     "vp9_webm": ("webm", "libvpx-vp9", {"g": "12"}, False),
     "mpeg4_avi": ("avi", "mpeg4", {"g": "12"}, False),
+    "av1_mkv": ("mkv", AV1_ENCODER, {"g": "12"}, False),
+    "h264_mov": ("mov", "libx264", {"bf": "2", "g": "12"}, False),
+}
+
+# Pixel formats and sizes that need more than a plain YUV 4:2:0 -> RGB conversion:
+# name -> (suffix, encoder, pixel format, width, height, encoder options).
+FORMAT_KINDS: dict[str, tuple[str, str, str, int, int, dict[str, str]]] = {
+    "odd_size_yuv420": ("avi", "mpeg4", "yuv420p", 63, 47, {}),
+    "odd_size_yuv444": ("mp4", "libx264", "yuv444p", 63, 47, {}),
+    "h264_10bit": ("mp4", "libx264", "yuv420p10le", 64, 48, {}),
+    "hevc_10bit": ("mkv", "libx265", "yuv420p10le", 64, 48, {"x265-params": "log-level=none"}),
+    "grey": ("mkv", "ffv1", "gray", 63, 47, {}),
 }
 
 
@@ -105,6 +118,77 @@ def sample_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SampleV
         path = folder / f"{name}.{suffix}"
         videos[name] = SampleVideo(path, NUM_FRAMES, *encode(path, encoder, options, vfr=vfr))
     return videos
+
+
+def encode_noise(
+    path: Path,
+    encoder: str,
+    options: dict[str, str],
+    *,
+    pix_fmt: str = "yuv420p",
+    width: int = WIDTH,
+    height: int = HEIGHT,
+    num_frames: int = 8,
+    rotation: int = 0,
+) -> None:
+    """Write `num_frames` frames of seeded RGB noise; `rotation` sets the display rotation."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(encoder, rate=FPS, options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.codec_context.thread_count = 1
+        if rotation:
+            stream.set_display_rotation(rotation)  # counter-clockwise degrees
+        for i in range(num_frames):
+            image = np.random.default_rng(i).integers(0, 256, (height, width, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="session")
+def format_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every kind in FORMAT_KINDS whose encoder this PyAV build has."""
+    folder = tmp_path_factory.mktemp("formats")
+    videos = {}
+    for name, (suffix, encoder, pix_fmt, width, height, options) in FORMAT_KINDS.items():
+        if encoder in av.codecs_available:
+            videos[name] = folder / f"{name}.{suffix}"
+            encode_noise(
+                videos[name], encoder, options, pix_fmt=pix_fmt, width=width, height=height
+            )
+    return videos
+
+
+@pytest.fixture(scope="session")
+def rotated_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """64x48 H.264 mp4 files whose display matrix turns them 90, 180 or 270 degrees
+    counter-clockwise (and one without rotation, under 0)."""
+    folder = tmp_path_factory.mktemp("rotated")
+    videos = {}
+    for degrees in (0, 90, 180, 270):
+        videos[degrees] = folder / f"rotated_{degrees}.mp4"
+        encode_noise(videos[degrees], "libx264", {"g": "4"}, rotation=degrees)
+    return videos
+
+
+@pytest.fixture(scope="session")
+def damaged_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
+    """An all-keyframe H.264 mp4 whose middle packet is overwritten with random bytes.
+
+    Returns (path, k, n): frame k of n frames does not decode; every other frame does.
+    """
+    folder = tmp_path_factory.mktemp("damaged")
+    encode_noise(folder / "clean.mp4", "libx264", {"g": "1"}, num_frames=16)
+    with av.open(str(folder / "clean.mp4")) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    k = len(packets) // 2  # all keyframes, no B-frames: decode order is display order
+    position, size = packets[k]
+    data = bytearray((folder / "clean.mp4").read_bytes())
+    data[position : position + size] = np.random.default_rng(0).bytes(size)
+    path = folder / "damaged.mp4"
+    path.write_bytes(bytes(data))
+    return path, k, len(packets)
 
 
 @pytest.fixture(scope="session")

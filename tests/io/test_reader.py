@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tubelet.data.transforms import short_side_resize
 from tubelet.io import VideoDecodeError, VideoReader
 from tubelet.io._pyav import PyAVDecoder
 from tubelet.io._torchcodec import load_error
@@ -29,6 +30,8 @@ VIDEO_NAMES = [
     "hevc_mkv",
     "vp9_webm",
     "mpeg4_avi",
+    "av1_mkv",
+    "h264_mov",
 ]
 TORCHCODEC = pytest.param(
     "torchcodec",
@@ -43,19 +46,25 @@ PATTERNS = {
     "every_frame": list(range(48)),
 }
 HAS_FFMPEG = shutil.which("ffmpeg") is not None
+FPS = 24  # frame rate of the sample videos (conftest.py)
 
 
 def sequential_decode(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Decode every frame in order with PyAV: uint8 (T, H, W, 3) and their times (T,) in s.
 
-    Packets the demuxer marks corrupt (a truncated file's cut-off last packet) are not decoded.
+    Packets the demuxer marks corrupt (a truncated file's cut-off last packet) are not decoded;
+    packets the decoder rejects give no frame (as the ffmpeg program skips them).
     """
     images, times = [], []
     with av.open(str(path)) as container:
         for packet in container.demux(video=0):
             if packet.is_corrupt:
                 continue
-            for frame in packet.decode():
+            try:
+                decoded = packet.decode()
+            except av.InvalidDataError:
+                continue
+            for frame in decoded:
                 images.append(frame.to_ndarray(format="rgb24"))
                 times.append(frame.time)
     return np.stack(images), np.array(times)
@@ -368,3 +377,109 @@ def test_pyav_seek_lands_on_each_keyframe(sample_videos, monkeypatch, name):
             reader.get_frames([key])
             assert counts == {"seeks": 1, "frames": 1}, key
             counts.update(seeks=0, frames=0)
+
+
+def test_get_frames_at_picks_the_frame_shown_on_variable_frame_rate(sample_videos, reference):
+    path = video_path(sample_videos, "h264_vfr_mkv")
+    images, times = reference["h264_vfr_mkv"]  # pts steps of 30, 50, 41 ms
+    mids = (times[:-1] + times[1:]) / 2
+    just_before = times[1:] - 1e-4
+    seconds = np.concatenate([times, mids, just_before, [times[0] - 1.0, times[-1] + 0.02]])
+    expected = np.searchsorted(times, seconds, side="right") - 1  # last frame with pts <= t
+    expected[seconds < times[0]] = 0  # before the first frame: the first frame
+    for backend in ("pyav", TORCHCODEC.values[0]):
+        if backend == "torchcodec" and load_error() is not None:
+            continue
+        with VideoReader(path, backend=backend) as reader:
+            assert reader.start == pytest.approx(times[0])
+            frames = reader.get_frames_at(torch.from_numpy(seconds[::-1].copy()))
+        assert torch.equal(frames.data, torch.from_numpy(images[expected[::-1]])), backend
+        torch.testing.assert_close(
+            frames.pts_s, torch.from_numpy(times[expected[::-1]]), rtol=0, atol=1e-9
+        )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_get_frames_at_past_the_end_names_the_duration(sample_videos, backend):
+    with VideoReader(sample_videos["h264_gop12"].path, backend=backend) as reader:
+        end = reader.start + reader.duration
+        assert reader.get_frames_at([end - 1e-3]).pts_s.item() == pytest.approx(47 / FPS)
+        with pytest.raises(IndexError, match=rf"past the end.*duration {reader.duration:.6g} s"):
+            reader.get_frames_at([0.0, end])
+        with pytest.raises(IndexError, match="nan s is past the end"):
+            reader.get_frames_at([float("nan")])
+        with pytest.raises(TypeError, match="seconds"):
+            reader.get_frames_at(["1.0"])
+        assert reader.get_frames_at([]).data.shape == (0, 48, 64, 3)
+
+
+@pytest.mark.skipif(not HAS_FFMPEG, reason="the ffmpeg program is not installed")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "name", ["odd_size_yuv420", "odd_size_yuv444", "h264_10bit", "hevc_10bit", "grey"]
+)
+def test_pixel_formats_come_out_as_ffmpeg_rgb24(format_videos, name, backend):
+    if name not in format_videos:
+        pytest.skip(f"this PyAV build has no encoder for {name}")
+    with VideoReader(format_videos[name], backend=backend) as reader:
+        frames = reader.get_frames([5, 0, 7, 5]).data
+        expected = ffmpeg_decode(reader.path, reader.height, reader.width)
+    assert frames.dtype == torch.uint8 and frames.shape[1:] == expected.shape[1:]
+    assert expected.shape[1:3] == ((47, 63) if "odd" in name or name == "grey" else (48, 64))
+    assert torch.equal(frames, torch.from_numpy(expected[[5, 0, 7, 5]]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_rotation_metadata_is_applied(rotated_videos, degrees, backend):
+    upright = sequential_decode(rotated_videos[degrees])[0]  # (T, 48, 64, 3) as coded
+    shown = np.rot90(upright, degrees // 90, axes=(1, 2))  # counter-clockwise quarter turns
+    with VideoReader(rotated_videos[degrees], backend=backend) as reader:
+        assert (reader.height, reader.width) == shown.shape[1:3]
+        frames = reader.get_frames([6, 1, 2]).data
+    assert torch.equal(frames, torch.from_numpy(shown[[6, 1, 2]].copy()))
+    if HAS_FFMPEG:  # the ffmpeg program rotates by the same metadata
+        assert np.array_equal(shown, ffmpeg_decode(rotated_videos[degrees], *shown.shape[1:3]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_damaged_packet_names_the_missing_frame_and_the_rest_decode(damaged_video, backend):
+    path, k, n = damaged_video
+    images = sequential_decode(path)[0]  # the decoder drops the damaged packet's frame
+    assert len(images) == n - 1
+    if HAS_FFMPEG:
+        assert np.array_equal(images, ffmpeg_decode(path, 48, 64))
+    with VideoReader(path, backend=backend) as reader:
+        assert reader.num_frames == n  # the packet is intact in the container
+        others = [i for i in range(n) if i != k][::-1]
+        assert torch.equal(reader.get_frames(others).data, torch.from_numpy(images[::-1].copy()))
+        with pytest.raises(VideoDecodeError, match=rf"frames \[{k}\] of {n} did not decode"):
+            reader.get_frames([0, k + 1, k, k - 1, k])
+        assert torch.equal(reader.get_frames([k - 1]).data[0], torch.from_numpy(images[k - 1]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("name", "short_side"), [("h264_gop12", 32), ("h264_bframes", 96)])
+def test_short_side_resizes_in_the_decoder(sample_videos, reference, name, short_side, backend):
+    indices = [30, 2, 47, 2]
+    expected = short_side_resize(torch.from_numpy(reference[name][0][indices]), short_side)
+    with VideoReader(sample_videos[name].path, backend, short_side=short_side) as reader:
+        assert (reader.height, reader.width) == expected.shape[1:3]
+        frames = reader.get_frames(indices).data
+        copy = pickle.loads(pickle.dumps(reader))
+    assert frames.shape == expected.shape
+    difference = (frames.float() - expected.float()).abs()
+    assert difference.mean() < 1 and torch.quantile(difference.flatten(), 0.99) < 8
+    assert copy.short_side == short_side and copy.get_frames([2]).data.shape == frames[:1].shape
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_short_side_follows_rotation(rotated_videos, backend):
+    with VideoReader(rotated_videos[90], backend=backend, short_side=24) as reader:
+        assert reader.get_frames([0]).data.shape == (1, 32, 24, 3)  # displayed 48 wide, 64 high
+
+
+@pytest.mark.parametrize("short_side", [0, 1.5, True, "32"])
+def test_bad_short_side_raises(sample_videos, short_side):
+    with pytest.raises(ValueError, match="short_side"):
+        VideoReader(sample_videos["h264_gop12"].path, short_side=short_side)

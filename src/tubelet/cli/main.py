@@ -132,7 +132,7 @@ def train(
         seed=seed,
     )
     summary = _run(lambda: train_job(job, on_data=_data_bar()))
-    table = Table(title=f"{model} — {job.out}")
+    table = Table(title=f"{model}: {job.out.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("val_top1", "val_top5", "val_clip_top1", "val_reversal_acc", "best_epoch", "epochs",
@@ -165,7 +165,7 @@ def evaluate(
             workers=default_workers() if workers is None else workers,
         )
     )  # fmt: skip
-    table = Table(title=f"{checkpoint} — {views} views")
+    table = Table(title=f"{checkpoint.name}: {views} views")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("top1", "top5", "clip_top1", "reversal_acc", "num_videos"):
@@ -191,7 +191,7 @@ def predict(
     if as_json:
         print(json.dumps({"video": str(video), "predictions": top}, indent=2))
         return
-    table = Table(title=str(video))
+    table = Table(title=video.name)
     table.add_column("class")
     table.add_column("probability", justify="right")
     for row in top:
@@ -285,6 +285,55 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A data folder.")]) -
     _print_bad_files(
         [{"path": p, "reason": r} for s in report.splits.values() for p, r in s.unreadable]
     )
+
+
+@data_app.command("validate")
+def data_validate(
+    path: Annotated[Path, typer.Argument(help="A data folder (any layout `--data` reads).")],
+    report: Annotated[
+        Path | None, typer.Option(help="Write the bad files to this CSV (path,splits,reason).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Videos checked at once (default: every core).")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds allowed to decode one video.")
+    ] = 60.0,
+) -> None:
+    """Decode every video of every split in full, in parallel; list unreadable or suspicious ones.
+
+    Exit code 0 when every video is sound, 1 when some are bad (listed, and written to --report),
+    2 when the folder cannot be read.
+    """
+    from rich.progress import Progress
+
+    from tubelet.data.validate import validate_dataset
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("decoding videos", total=None)
+        result = _run(
+            lambda: validate_dataset(
+                path, workers=workers, timeout_s=timeout,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        )  # fmt: skip
+    if report is not None:
+        result.write_csv(report)
+    if result.ok:
+        console.print(
+            f"{result.root}: all {result.checked} videos decode ({result.layout} layout)",
+            soft_wrap=True,
+        )
+        return
+    table = Table(title=f"{len(result.problems)} of {result.checked} videos are bad")
+    for column in ("path", "split", "reason"):
+        table.add_column(column, overflow="fold")
+    for problem in result.problems:
+        table.add_row(problem.path, problem.splits, problem.reason)
+    console.print(table)
+    if report is not None:
+        console.print(f"Wrote {report}")
+    raise typer.Exit(1)
 
 
 def _most_common(counts: Any) -> str:

@@ -97,4 +97,5 @@ def _tubelet(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return state
 
 
+from tubelet.convert import pytorchvideo as _pytorchvideo  # noqa: E402,F401  (registers its formats)
 from tubelet.convert import torchvision as _torchvision  # noqa: E402,F401  (registers its format)

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from tubelet.data.annotations import VideoRecord
 from tubelet.data.sampling import ClipIndices, sample_clip, temporal_views
 from tubelet.data.transforms import EvalTransform, TrainTransform
-from tubelet.io import VideoDecodeError, VideoReader
+from tubelet.io import VideoDecodeError, VideoReader, thread_budget
 
 BAD_FILE_POLICIES = ("resample", "skip", "raise")
 
@@ -56,7 +56,9 @@ class VideoDataset(Dataset):
         if bad_files not in BAD_FILE_POLICIES:
             raise ValueError(f"bad_files must be one of {BAD_FILE_POLICIES}, not {bad_files!r}")
         if train != isinstance(transform, TrainTransform):
-            raise ValueError("use a TrainTransform for training and an EvalTransform for evaluation")
+            raise ValueError(
+                "use a TrainTransform for training and an EvalTransform for evaluation"
+            )
         self.records = list(records)
         self.clip = clip
         self.transform = transform
@@ -92,7 +94,12 @@ class VideoDataset(Dataset):
         return {"video": None, "label": -1, "index": index, "bad_files": bad}
 
     def _load(self, record: VideoRecord, rng: np.random.Generator) -> torch.Tensor:
-        with VideoReader(record.path, backend=self.backend) as reader:
+        # Resizing in the decoder skips full-size frames; the transform's own resize is then a no-op.
+        short_side = self.transform.resize_to if self.train else self.transform.size
+        threads = thread_budget()  # cores shared among the DataLoader workers
+        with VideoReader(
+            record.path, backend=self.backend, num_threads=threads, short_side=short_side
+        ) as reader:
             if self.train:
                 clip = self._indices(reader, rng)
                 frames = reader.get_frames(list(clip.indices)).data  # (T, H, W, 3) uint8
@@ -124,9 +131,17 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     good = [item for item in items if item["video"] is not None]
     bad_files = [entry for item in items for entry in item["bad_files"]]
     if not good:
-        return {"video": None, "label": None, "index": None, "bad_files": bad_files, "skipped": len(items)}
+        return {
+            "video": None,
+            "label": None,
+            "index": None,
+            "bad_files": bad_files,
+            "skipped": len(items),
+        }
     return {
-        "video": torch.stack([item["video"] for item in good]),  # (B, C, T, H, W) or (B, V, C, T, H, W)
+        "video": torch.stack(
+            [item["video"] for item in good]
+        ),  # (B, C, T, H, W) or (B, V, C, T, H, W)
         "label": torch.tensor([item["label"] for item in good]),
         "index": torch.tensor([item["index"] for item in good]),
         "bad_files": bad_files,

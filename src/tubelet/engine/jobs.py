@@ -25,7 +25,7 @@ from tubelet.engine.progress import TrainProgress
 from tubelet.engine.run import RunDir, seed_everything, versions
 from tubelet.engine.trainer import OptimConfig, Trainer, evaluate_loader
 from tubelet.io import VideoReader
-from tubelet.models import create_model
+from tubelet.models import architecture_args, create_model
 from tubelet.tasks import ClassificationTask
 
 Progress = Callable[[int, int], None]
@@ -86,7 +86,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     model = create_model(job.model, **model_args)
     spec = {
         "model": job.model,
-        "model_args": model_args,
+        "model_args": architecture_args(job.model, model_args),
         "classes": list(annotations.classes),
         "reversal_pairs": [list(p) for p in annotations.reversal_pairs],
         "clip": dataclasses.asdict(clip),

@@ -4,7 +4,17 @@ Frames are `uint8 (T, H, W, 3)` tensors; unreadable input raises `VideoDecodeErr
 """
 
 from tubelet.io.errors import VideoDecodeError
-from tubelet.io.reader import VideoReader
+from tubelet.io.reader import Frames, VideoReader
+from tubelet.io.scan import VideoScan, scan_video
+from tubelet.io.threads import thread_budget
 from tubelet.io.writer import write_video
 
-__all__ = ["VideoDecodeError", "VideoReader", "write_video"]
+__all__ = [
+    "Frames",
+    "VideoDecodeError",
+    "VideoReader",
+    "VideoScan",
+    "scan_video",
+    "thread_budget",
+    "write_video",
+]

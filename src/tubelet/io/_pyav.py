@@ -10,8 +10,8 @@ from typing import NamedTuple
 import av
 import numpy as np
 import torch
-from av.video.reformatter import VideoReformatter
 
+from tubelet.io._size import short_side_size
 from tubelet.io.errors import VideoDecodeError
 
 
@@ -32,15 +32,22 @@ class PyAVDecoder:
     Packets that cannot give a frame of their own are left out of the index: those the demuxer
     marks corrupt (the cut-off tail of a truncated file; they are never sent to the decoder),
     those marked discard (hidden by an edit list; the decoder still gets them as references), and
-    those before the first keyframe. `num_frames` therefore counts frames that decode.
+    those before the first keyframe. `num_frames` therefore counts the frames of intact packets;
+    data damaged inside a packet shows only when it is decoded (below).
 
     Decoding seeks to the keyframe at or before the first wanted frame and decodes forward,
-    collecting every wanted frame it passes, so frames in one GOP cost one pass.
+    collecting every wanted frame it passes, so frames in one GOP cost one pass. A packet the
+    decoder rejects (damaged data) gives no frame; asking for its frame raises VideoDecodeError
+    naming every requested index that did not decode, while the other frames still decode.
+
+    Opening also decodes the first frame: PyAV reports the stream's display rotation only on
+    decoded frames, and `width` / `height` are those of the frames returned (rotated, and resized
+    to `short_side` when given).
     """
 
     backend = "pyav"
 
-    def __init__(self, path: Path, num_threads: int) -> None:
+    def __init__(self, path: Path, num_threads: int, short_side: int | None = None) -> None:
         self.path = path
         try:
             self._container = av.open(str(path))
@@ -53,6 +60,7 @@ class PyAVDecoder:
         try:
             self._open_stream(num_threads)
             self._build_index()
+            self._rgb = self._converter(short_side)
         except BaseException:
             self._container.close()
             raise
@@ -69,11 +77,8 @@ class PyAVDecoder:
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = num_threads
         self._stream = stream
-        # One reformatter keeps its swscale context between frames: 3x faster than to_ndarray's.
-        # It converts with one thread: freeing a threaded one in a forked child waits forever.
-        self._rgb = VideoReformatter()
-        self.width = stream.codec_context.width
-        self.height = stream.codec_context.height
+        frames = stream.frames  # the container's own count; 0 when it keeps none
+        self.header_num_frames: int | None = frames if frames > 0 else None
 
     def _build_index(self) -> None:
         """Read every packet of the stream (no decoding) into frame and keyframe tables."""
@@ -121,6 +126,7 @@ class PyAVDecoder:
         self.num_frames = len(frames)
         # pts * num / den rounds once, like PyAV's frame.time (an exact Fraction made float).
         self.pts_s = torch.from_numpy(frame_pts * time_base.numerator / time_base.denominator)
+        self.start = float(self.pts_s[0])
         end = int((frame_pts + durations).max())  # last frame's end, in time_base units
         self.duration = float((end - int(frame_pts[0])) * time_base)
         average_rate = self._stream.average_rate
@@ -129,10 +135,31 @@ class PyAVDecoder:
         else:
             self.fps = float(average_rate) if average_rate else 0.0
 
+    def _converter(self, short_side: int | None) -> _RGBConverter:
+        """The RGB converter for this stream, set up from its first frame (rotation, size)."""
+        _, frames = self._seek(0)
+        first = next(frames, None)
+        if first is None:
+            raise VideoDecodeError(self.path, "none of its frames decodes (the file is corrupt)")
+        frame = first[1]
+        turns = round(frame.rotation / 90) % 4  # counter-clockwise quarter turns for display
+        coded = (frame.height, frame.width)
+        shown = coded[::-1] if turns % 2 else coded  # (H, W) as displayed
+        if short_side is None:
+            self.height, self.width = shown
+            return _RGBConverter(None, turns)
+        self.height, self.width = short_side_size(shown, short_side)
+        scaled = (self.width, self.height) if turns % 2 == 0 else (self.height, self.width)
+        return _RGBConverter(scaled, turns)
+
     def decode(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frames at valid `indices` as (uint8 (N, H, W, 3), float64 (N,) pts in seconds)."""
+        """Frames at valid `indices` as (uint8 (N, H, W, 3), float64 (N,) pts in seconds).
+
+        Raises VideoDecodeError naming every requested index whose frame did not decode.
+        """
         wanted = set(indices)
         got: dict[int, np.ndarray] = {}
+        missing: list[int] = []
         frames: Iterator[tuple[int, av.VideoFrame]] | None = None
         floor, last = 0, -1  # first frame index this pass may return; last index it produced
         for target in sorted(wanted):
@@ -144,19 +171,32 @@ class PyAVDecoder:
             for index, frame in frames:
                 last = index
                 if index >= floor and index in wanted and index not in got:
-                    rgb = self._rgb.reformat(frame, format="rgb24", threads=1)
-                    got[index] = rgb.to_ndarray()  # (H, W, 3)
+                    got[index] = self._rgb(frame)  # (H, W, 3)
                 if index >= target:
                     break
             else:
                 frames = None  # end of stream: the next target needs a new seek
             if target not in got:
-                raise VideoDecodeError(
-                    self.path,
-                    f"frame {target} of {self.num_frames} did not decode (the file is corrupt)",
-                )
+                missing.append(target)
+        if missing:
+            raise VideoDecodeError(
+                self.path,
+                f"frames {missing} of {self.num_frames} did not decode (the file is corrupt "
+                "there); the other frames decode",
+            )
         data = torch.from_numpy(np.stack([got[i] for i in indices]))  # (N, H, W, 3)
         return data, self.pts_s[indices]
+
+    def decode_at(self, seconds: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frame shown at each time in [start, start + duration): the last whose pts <= t."""
+        # pts_s is ascending; side="right" picks the last frame at or before t.
+        indices = np.searchsorted(self.pts_s.numpy(), np.array(seconds), side="right") - 1
+        return self.decode(np.clip(indices, 0, None).tolist())
+
+    def scan(self) -> list[int]:
+        """Decode every frame once, in order, without converting it: the indices that decode."""
+        floor, frames = self._seek(0)
+        return sorted({index for index, _ in frames if index >= floor})
 
     def _seek(self, target: int) -> tuple[int, Iterator[tuple[int, av.VideoFrame]]]:
         """Start a pass at the keyframe before `target`: (first frame index it yields, frames).
@@ -212,3 +252,48 @@ class PyAVDecoder:
     def close(self) -> None:
         """Close the file."""
         self._container.close()
+
+
+class _RGBConverter:
+    """Decoded frame -> uint8 (H, W, 3) RGB, as the ffmpeg program converts it.
+
+    Conversion runs through an FFmpeg filter graph (`scale` + `format=rgb24`), which honours the
+    frame's colour space and range and converts 10-bit, grey and odd-sized frames exactly as
+    `ffmpeg -pix_fmt rgb24` does (PyAV's `VideoReformatter` differs on those by up to 50 levels).
+    `scaled` = (width, height) then resizes the RGB frame with swscale (bilinear; downscaling
+    widens the filter, so it is antialiased), as torchcodec's `Resize` does: within 1 level on
+    average of `short_side_resize` on the full frame (resizing YUV before converting is up to
+    10x further off). Last, `turns` counter-clockwise quarter turns are applied.
+    The graph runs on one thread: freeing a threaded graph in a forked child waits forever.
+    """
+
+    def __init__(self, scaled: tuple[int, int] | None, turns: int) -> None:
+        self._scaled = scaled
+        self._turns = turns
+        self._graph: av.filter.Graph | None = None
+        self._input: tuple[int, int, str] | None = None  # (width, height, format) it was built for
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        key = (frame.width, frame.height, frame.format.name)
+        if self._graph is None or key != self._input:  # first frame, or the stream changed size
+            self._graph, self._input = self._build(frame), key
+        self._graph.vpush(frame)
+        rgb = self._graph.vpull().to_ndarray()  # (H, W, 3) as coded
+        return np.ascontiguousarray(np.rot90(rgb, self._turns)) if self._turns else rgb
+
+    def _build(self, frame: av.VideoFrame) -> av.filter.Graph:
+        graph = av.filter.Graph()
+        graph.threads = 1
+        source = graph.add_buffer(
+            width=frame.width, height=frame.height, format=frame.format, time_base=frame.time_base
+        )
+        steps = [graph.add("format", "pix_fmts=rgb24")]
+        if self._scaled is not None:  # RGB -> RGB, as torchcodec resizes
+            width, height = self._scaled
+            steps += [
+                graph.add("scale", f"w={width}:h={height}:flags=bilinear"),
+                graph.add("format", "pix_fmts=rgb24"),
+            ]
+        graph.link_nodes(source, *steps, graph.add("buffersink"))
+        graph.configure()
+        return graph

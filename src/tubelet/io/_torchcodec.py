@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from tubelet.io._size import short_side_size
 from tubelet.io.errors import VideoDecodeError
 
 
@@ -34,46 +35,87 @@ class TorchcodecDecoder:
     group of requested frames, so `get_frames_at` returns what a sequential decode yields.
     `header_num_frames` is the container's own frame count (None if it has none); when it differs
     from the scanned count the file is likely truncated, which the reader checks.
+
+    torchcodec applies the display rotation itself and reports the displayed width and height.
+    `short_side` resizes in the decoder (torchcodec's `Resize`: bilinear, antialiased); the size it
+    needs comes from a header-only open (`seek_mode="approximate"`), which does not scan.
     """
 
     backend = "torchcodec"
 
-    def __init__(self, path: Path, num_threads: int) -> None:
-        from torchcodec.decoders import VideoDecoder
-
+    def __init__(self, path: Path, num_threads: int, short_side: int | None = None) -> None:
         self.path = path
-        try:
-            self._decoder: Any = VideoDecoder(
-                str(path),
-                seek_mode="exact",
-                dimension_order="NHWC",
-                num_ffmpeg_threads=num_threads,
-                device="cpu",
-            )
-        # torchcodec raises RuntimeError, ValueError and others for files it cannot open.
-        except Exception as error:
-            raise TorchcodecOpenError(_first_line(error)) from None
+        transforms = []
+        if short_side is not None:
+            from torchcodec.transforms import Resize
+
+            header = self._open("approximate", num_threads, []).metadata
+            size = short_side_size((int(header.height), int(header.width)), short_side)
+            if size != (header.height, header.width):
+                transforms.append(Resize(size))
+        self._decoder = self._open("exact", num_threads, transforms)
         meta = self._decoder.metadata
         self.num_frames = int(meta.num_frames_from_content or 0)
         if self.num_frames == 0:
             raise TorchcodecOpenError("the scan found no video frames")
         self.header_num_frames: int | None = meta.num_frames_from_header
-        self.width = int(meta.width)
-        self.height = int(meta.height)
+        self.height, self.width = transforms[0].size if transforms else (meta.height, meta.width)
+        self.start = float(meta.begin_stream_seconds)
         self.duration = float(meta.end_stream_seconds - meta.begin_stream_seconds)
         self.fps = float(meta.average_fps or 0.0)
 
+    def _open(self, seek_mode: str, num_threads: int, transforms: list[Any]) -> Any:
+        from torchcodec.decoders import VideoDecoder
+
+        try:
+            return VideoDecoder(
+                str(self.path),
+                seek_mode=seek_mode,
+                dimension_order="NHWC",
+                num_ffmpeg_threads=num_threads,
+                device="cpu",
+                transforms=transforms,
+            )
+        # torchcodec raises RuntimeError, ValueError and others for files it cannot open.
+        except Exception as error:
+            raise TorchcodecOpenError(_first_line(error)) from None
+
     def decode(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frames at valid `indices` as (uint8 (N, H, W, 3), float64 (N,) pts in seconds)."""
+        """Frames at valid `indices` as (uint8 (N, H, W, 3), float64 (N,) pts in seconds).
+
+        Raises VideoDecodeError naming every requested index whose frame did not decode.
+        """
         try:
             batch = self._decoder.get_frames_at(indices)
         except RuntimeError as error:
-            raise VideoDecodeError(
-                self.path,
-                f"frames {sorted(set(indices))} of {self.num_frames} did not decode with "
-                f"torchcodec ({_first_line(error)})",
-            ) from None
+            what = "frames {} of " + str(self.num_frames)
+            raise self._missing(self._decoder.get_frames_at, indices, what, error) from None
         return batch.data.contiguous(), batch.pts_seconds.to(torch.float64)  # (N, H, W, 3), (N,)
+
+    def decode_at(self, seconds: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frame shown at each time in [start, start + duration): the last whose pts <= t."""
+        # Exact mode looks each time up in the scanned pts table: the last frame at or before t.
+        try:
+            batch = self._decoder.get_frames_played_at(seconds)
+        except RuntimeError as error:
+            what = "the frames shown at seconds {}"
+            raise self._missing(self._decoder.get_frames_played_at, seconds, what, error) from None
+        return batch.data.contiguous(), batch.pts_seconds.to(torch.float64)  # (N, H, W, 3), (N,)
+
+    def _missing(self, get: Any, keys: list[Any], what: str, error: Exception) -> VideoDecodeError:
+        """The error for a failed batch: retries each key alone to name those that fail.
+        `what` formats the failed keys ("frames {} of 48")."""
+        failed = []
+        for key in sorted(set(keys)):
+            try:
+                get([key])
+            except RuntimeError:
+                failed.append(key)
+        return VideoDecodeError(
+            self.path,
+            f"{what.format(failed or sorted(set(keys)))} did not decode with torchcodec (the "
+            f"file is corrupt there; the other frames decode; {_first_line(error)})",
+        )
 
     def close(self) -> None:
         """Release the decoder (torchcodec closes the file when it is freed)."""

@@ -3,7 +3,17 @@
 Two backends decode with FFmpeg: torchcodec (when it imports and its FFmpeg libraries load) and
 PyAV (always). Both index the stream's packets once at open, without decoding, then seek to the
 keyframe before each group of requested frames and decode forward only as far as needed, so
-`get_frames` returns exactly the frames a plain sequential decode yields at those indices.
+`get_frames` returns exactly the frames a plain sequential decode yields at those indices, and
+`get_frames_at` the frame shown at each time (exact on variable-frame-rate video too).
+
+Frames come out as RGB uint8 (T, H, W, 3) whatever the pixel format (10-bit, grey, odd sizes),
+equal to `ffmpeg -pix_fmt rgb24`, turned upright by the stream's display rotation, and optionally
+resized in the decoder to a short side (`short_side=`).
+
+`num_frames` counts the frames the stream's packets promise (the demuxer's intact packets; see
+the backends). A packet whose data is damaged inside is found only when decoded: `get_frames`
+then raises `VideoDecodeError` naming every requested index that did not decode, and the other
+frames still decode. `tubelet data validate` decodes whole files to list such damage up front.
 
 `backend="auto"` uses torchcodec (on small clips as fast as PyAV or up to ~20% faster: about 4 ms
 to open a 72x72, 24-frame mp4 and decode 8 frames), and PyAV for the files torchcodec cannot open
@@ -14,6 +24,7 @@ counts frames that decode.
 
 from __future__ import annotations
 
+import numbers
 import operator
 import os
 import stat
@@ -49,6 +60,7 @@ class _Info(NamedTuple):
     backend: str
     num_frames: int
     fps: float
+    start: float
     duration: float
     width: int
     height: int
@@ -60,11 +72,14 @@ class _Decoder(Protocol):
     backend: str
     num_frames: int
     fps: float
+    start: float
     duration: float
     width: int
     height: int
 
     def decode(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def decode_at(self, seconds: list[float]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def close(self) -> None: ...
 
@@ -74,24 +89,41 @@ class VideoReader:
 
     Opening checks the file and indexes its best video stream; unreadable input (missing, empty,
     unreadable, not a video, no video stream, nothing decodable) raises `VideoDecodeError` naming
-    the path and the reason. `num_frames`, `fps` (average), `duration` (seconds, first frame's
-    start to last frame's end), `width` and `height` describe the frames that decode, not the
-    container's claims. `backend` is the backend in use.
+    the path and the reason. `num_frames`, `fps` (average), `start` (first frame's time),
+    `duration` (seconds, first frame's start to last frame's end), `width` and `height` describe
+    the frames returned, not the container's claims. `backend` is the backend in use.
 
-    A reader pickles to its path, backend choice and thread count and reopens lazily where it is
+    `num_threads` is FFmpeg's decoding thread count (`thread_budget` picks one that fits the
+    DataLoader workers). `short_side` resizes every frame in the decoder so its short side is
+    that many pixels (long side floor(long * S / short), as `short_side_resize` computes it;
+    bilinear, antialiased) before it is copied out, which is cheaper than resizing full frames.
+
+    A reader pickles to its path, backend choice and settings and reopens lazily where it is
     unpickled; a copy inherited through `fork` also reopens, so DataLoader workers never share a
     decoder or a file offset.
     """
 
-    def __init__(self, path: str | Path, backend: str = "auto", num_threads: int = 1) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        backend: str = "auto",
+        num_threads: int = 1,
+        *,
+        short_side: int | None = None,
+    ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown video backend {backend!r}; choose one of {BACKENDS}")
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 0:
             raise ValueError(
                 f"num_threads must be an int >= 0 (0 lets FFmpeg choose), got {num_threads!r}"
             )
+        if short_side is not None and (
+            isinstance(short_side, bool) or not isinstance(short_side, int) or short_side < 1
+        ):
+            raise ValueError(f"short_side must be None or an int >= 1, got {short_side!r}")
         self.path = Path(path)
         self.num_threads = num_threads
+        self.short_side = short_side
         self._requested = backend
         self._decoder: _Decoder | None = None
         self._pid = -1  # process that opened _decoder
@@ -113,6 +145,11 @@ class VideoReader:
     def fps(self) -> float:
         """Average frame rate: num_frames / duration."""
         return self._metadata().fps
+
+    @property
+    def start(self) -> float:
+        """Presentation time of the first frame, in seconds (the clock of `Frames.pts_s`)."""
+        return self._metadata().start
 
     @property
     def duration(self) -> float:
@@ -143,6 +180,23 @@ class VideoReader:
         data, pts_s = decoder.decode(wanted)
         return Frames(data, pts_s)
 
+    def get_frames_at(self, seconds: Sequence[float] | torch.Tensor | np.ndarray) -> Frames:
+        """The frame shown at each time (any order, repeats allowed): uint8 (T, H, W, 3), pts (T,).
+
+        Times are on the clock of `Frames.pts_s` (the first frame shows at `start`). The frame
+        shown at t is the last frame whose pts <= t, so variable-frame-rate video is sampled by
+        what a player shows; a time before the first frame gives the first frame. Raises
+        IndexError for a time at or past the end (`start + duration`) and VideoDecodeError when
+        a frame does not decode.
+        """
+        decoder = self._live()
+        times = self._check_times(seconds, decoder.start, decoder.duration)
+        if not times:
+            empty = torch.empty((0, decoder.height, decoder.width, 3), dtype=torch.uint8)
+            return Frames(empty, torch.empty(0, dtype=torch.float64))
+        data, pts_s = decoder.decode_at(times)
+        return Frames(data, pts_s)
+
     def close(self) -> None:
         """Release the decoder and the file; later decoding raises ValueError (metadata stays)."""
         if self._decoder is not None and self._pid == os.getpid():
@@ -164,11 +218,17 @@ class VideoReader:
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "backend": self._requested, "num_threads": self.num_threads}
+        return {
+            "path": self.path,
+            "backend": self._requested,
+            "num_threads": self.num_threads,
+            "short_side": self.short_side,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = state["path"]
         self.num_threads = state["num_threads"]
+        self.short_side = state["short_side"]
         self._requested = state["backend"]
         self._decoder = None
         self._pid = -1
@@ -185,10 +245,12 @@ class VideoReader:
         if self._decoder is None or self._pid != os.getpid():
             if self._decoder is not None:  # inherited through fork: it shares the parent's file
                 _INHERITED.append(self._decoder)  # offset, so it must not be used
-            self._decoder = _open(self.path, self._requested, self.num_threads)
+            self._decoder = _open(self.path, self._requested, self.num_threads, self.short_side)
             self._pid = os.getpid()
             d = self._decoder
-            self._info = _Info(d.backend, d.num_frames, d.fps, d.duration, d.width, d.height)
+            self._info = _Info(
+                d.backend, d.num_frames, d.fps, d.start, d.duration, d.width, d.height
+            )
         return self._decoder
 
     def _metadata(self) -> _Info:
@@ -218,12 +280,32 @@ class VideoReader:
                 )
         return wanted
 
+    def _check_times(
+        self, seconds: Sequence[float] | torch.Tensor | np.ndarray, start: float, duration: float
+    ) -> list[float]:
+        values = seconds.tolist() if isinstance(seconds, torch.Tensor | np.ndarray) else seconds
+        if not isinstance(values, Sequence) or any(
+            isinstance(value, bool) or not isinstance(value, numbers.Real) for value in values
+        ):
+            raise TypeError(
+                "times must be a 1-D sequence or tensor of seconds, got "
+                f"{type(seconds).__name__} {values!r:.80}"
+            )
+        end = start + duration
+        for value in values:
+            if not value < end:  # also refuses NaN
+                raise IndexError(
+                    f"time {value} s is past the end of {self.path}: its frames span {start:.6g} "
+                    f"to {end:.6g} s (duration {duration:.6g} s)"
+                )
+        return [max(float(value), start) for value in values]
 
-def _open(path: Path, requested: str, num_threads: int) -> _Decoder:
+
+def _open(path: Path, requested: str, num_threads: int, short_side: int | None) -> _Decoder:
     """Check the file, then open it with the requested backend ("auto": see the module doc)."""
     _check_file(path)
     if requested == "pyav":
-        return PyAVDecoder(path, num_threads)
+        return PyAVDecoder(path, num_threads, short_side)
     unavailable = load_error()
     if requested == "torchcodec":
         if unavailable is not None:
@@ -231,23 +313,25 @@ def _open(path: Path, requested: str, num_threads: int) -> _Decoder:
                 f"backend='torchcodec' is unavailable ({unavailable}); install FFmpeg's shared "
                 "libraries in a version torchcodec supports, or use backend='pyav'"
             )
-        return _open_torchcodec_strict(path, num_threads)
+        return _open_torchcodec_strict(path, num_threads, short_side)
     if unavailable is None:
         try:
-            decoder = TorchcodecDecoder(path, num_threads)
+            decoder = TorchcodecDecoder(path, num_threads, short_side)
         except TorchcodecOpenError:
             pass  # PyAV opens it or says in plain words why not
         else:
             if decoder.header_num_frames in (None, decoder.num_frames):
                 return decoder
             decoder.close()  # likely truncated: PyAV counts only frames that decode
-    return PyAVDecoder(path, num_threads)
+    return PyAVDecoder(path, num_threads, short_side)
 
 
-def _open_torchcodec_strict(path: Path, num_threads: int) -> TorchcodecDecoder:
+def _open_torchcodec_strict(
+    path: Path, num_threads: int, short_side: int | None
+) -> TorchcodecDecoder:
     """Open with torchcodec only; explain failures in PyAV's plain words where PyAV also fails."""
     try:
-        decoder = TorchcodecDecoder(path, num_threads)
+        decoder = TorchcodecDecoder(path, num_threads, short_side)
     except TorchcodecOpenError as error:
         PyAVDecoder(path, num_threads).close()  # raises VideoDecodeError with the reason
         raise VideoDecodeError(

@@ -9,7 +9,7 @@ Every classifier subclasses `tubelet.models.base.VideoClassifier` and so follows
 - `set_grad_checkpointing(enable=True)` trades compute for memory without changing the output.
 """
 
-from tubelet.models import frame2d, resnet3d  # noqa: F401  (registers the models)
-from tubelet.models.registry import create_model, list_models, register_model
+from tubelet.models import frame2d, i3d, resnet3d, s3d, slowfast  # noqa: F401  (registers the models)
+from tubelet.models.registry import architecture_args, create_model, list_models, register_model
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["architecture_args", "create_model", "list_models", "register_model"]

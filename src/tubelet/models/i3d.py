@@ -198,7 +198,7 @@ class I3DResNet(VideoClassifier):
         return x
 
 
-@register_model
+@register_model(weight_init_args=("inflate_from", "new_head"))
 def i3d_r50(
     *,
     num_classes: int = 400,

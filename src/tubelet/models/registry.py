@@ -9,14 +9,33 @@ from torch import nn
 
 ModelFn = Callable[..., nn.Module]
 _MODELS: dict[str, ModelFn] = {}
+_WEIGHT_INIT_ARGS: dict[str, tuple[str, ...]] = {}
 
 
-def register_model(fn: ModelFn) -> ModelFn:
-    """Register a builder under its function name (`@register_model def r2plus1d_18(*, ...)`)."""
-    if fn.__name__ in _MODELS:
-        raise ValueError(f"model {fn.__name__!r} is already registered")
-    _MODELS[fn.__name__] = fn
-    return fn
+def register_model(
+    fn: ModelFn | None = None, *, weight_init_args: tuple[str, ...] = ()
+) -> ModelFn | Callable[[ModelFn], ModelFn]:
+    """Register a builder under its function name (`@register_model def r2plus1d_18(*, ...)`).
+
+    `weight_init_args` names builder arguments that only choose initial weights (such as
+    `inflate_from=PATH`); a saved model's spec leaves them out (`architecture_args`), so reloading it
+    needs only its own weights file.
+    """
+
+    def add(builder: ModelFn) -> ModelFn:
+        if builder.__name__ in _MODELS:
+            raise ValueError(f"model {builder.__name__!r} is already registered")
+        _MODELS[builder.__name__] = builder
+        _WEIGHT_INIT_ARGS[builder.__name__] = weight_init_args
+        return builder
+
+    return add if fn is None else add(fn)
+
+
+def architecture_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """`args` without the ones that only choose initial weights: what rebuilds the architecture."""
+    drop = _WEIGHT_INIT_ARGS.get(name, ())
+    return {k: v for k, v in args.items() if k not in drop}
 
 
 def list_models() -> list[str]:

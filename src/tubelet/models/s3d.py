@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import register_model
-from tubelet.nn import NormFactory
+from tubelet.nn import NormFactory, init_conv_weights
 
 # S3D's BatchNorm settings (the TensorFlow release's, kept by torchvision).
 s3d_norm: NormFactory = partial(nn.BatchNorm3d, eps=1e-3, momentum=1e-3)
@@ -161,15 +161,15 @@ class S3D(VideoClassifier):
             None,
         )
         for specs, pool in zip((MIXED_3, MIXED_4, MIXED_5), pools, strict=True):
-            for spec in specs:
-                block = SepInception3d(in_ch, spec.scaled(width), norm_layer)
-                layers.append(block)
-                in_ch = spec.scaled(width).out_ch
+            for spec in (s.scaled(width) for s in specs):
+                layers.append(SepInception3d(in_ch, spec, norm_layer))
+                in_ch = spec.out_ch
             if pool is not None:
                 layers.append(pool)
         super().__init__(num_features=in_ch, num_classes=num_classes, dropout=dropout)
         self.features = nn.Sequential(*layers)
         self.pool_size = pool_size
+        init_conv_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, T, H, W) -> window-averaged features (B, D, t, h, w) (see the class docstring)."""

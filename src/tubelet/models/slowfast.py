@@ -5,9 +5,10 @@ Feichtenhofer, Fan, Malik and He, "SlowFast Networks for Video Recognition", ICC
 A Slow pathway sees few frames with full channels (spatial semantics); a Fast pathway sees `alpha`
 times more frames with `1/beta_inv` of the channels (motion). After the stem and after each of the
 first three stages, a lateral connection carries Fast features into the Slow pathway: a
-time-strided `fusion_kernel` x 1 x 1 conv (stride `alpha` in time) to `2 * fast_channels`, BatchNorm
-and ReLU, concatenated to the Slow features along channels. The last stage has none: the head
-concatenates both pathways anyway (PyTorchVideo's `create_slowfast` and PySlowFast do the same).
+time-strided `fusion_kernel` x 1 x 1 conv (stride `alpha` in time) to `fusion_ratio` (2) times the
+Fast channels, BatchNorm and ReLU, concatenated to the Slow features along channels. The last stage
+has none: the head concatenates both pathways anyway (PyTorchVideo's `create_slowfast` and
+PySlowFast do the same).
 
 The model takes one clip at the Fast frame rate and makes both inputs itself (`slow_frame_indices`).
 The Slow pathway's stride tau over the video's frames is therefore set by how the clip is sampled:
@@ -335,10 +336,11 @@ def slowfast_r50(
     dropout: before the classifier (0.5 in the published recipes).
     """
     _check_width(width, beta_inv)
-    if alpha < 1 or fusion_kernel < 1 or fusion_kernel % 2 == 0:
+    if alpha < 1 or fusion_ratio < 1 or fusion_kernel < 1 or fusion_kernel % 2 == 0:
         raise ValueError(
-            f"alpha must be >= 1 and fusion_kernel odd (an even kernel shifts the fused frames "
-            f"against the Slow ones), got {alpha=}, {fusion_kernel=}"
+            f"alpha and fusion_ratio must be >= 1 and fusion_kernel odd (an even kernel gives one "
+            f"fused frame more than the Slow pathway has), got {alpha=}, {fusion_ratio=}, "
+            f"{fusion_kernel=}"
         )
     stages_fast = r50_stages(FAST_STAGE_KERNELS)
     fast = PathwaySpec(
@@ -386,5 +388,3 @@ def slow_r50(
         lateral_channels=(0,) * len(stages),
     )
     return SlowOnly(spec, num_classes=num_classes, dropout=dropout, norm_layer=norm_layer)
-
-
