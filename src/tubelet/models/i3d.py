@@ -20,7 +20,7 @@ through every layer and the inflated network gives exactly the 2D network's logi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import cycle, islice, pairwise
 from pathlib import Path
@@ -32,18 +32,9 @@ from torch import Tensor, nn
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import register_model
 from tubelet.nn import InflationReport, NormFactory, init_conv_weights, load_inflated
-
-Triple = tuple[int, int, int]
-ConvFactory = Callable[[int, int, Triple, Triple], nn.Conv3d]
-"""Builds a bias-free Conv3d (in_ch, out_ch, kernel, stride) padded by kernel // 2 on every axis."""
+from tubelet.nn.bottleneck import EXPANSION, Bottleneck3d, ConvFactory, Triple, zero_padded_conv
 
 TemporalPadding = Literal["zeros", "replicate"]
-
-
-def zero_padded_conv(in_ch: int, out_ch: int, kernel: Triple, stride: Triple) -> nn.Conv3d:
-    """Conv3d padded with zeros by kernel // 2 on every axis."""
-    padding = (kernel[0] // 2, kernel[1] // 2, kernel[2] // 2)
-    return nn.Conv3d(in_ch, out_ch, kernel, stride=stride, padding=padding, bias=False)
 
 
 class ReplicateTimeConv3d(nn.Conv3d):
@@ -98,46 +89,6 @@ STAGES = (
     I3DStage(depth=6, multiplier=4, stride=2, time_kernels=(3, 1)),
     I3DStage(depth=3, multiplier=8, stride=2, time_kernels=(1, 3)),
 )
-EXPANSION = 4
-
-
-class Bottleneck3d(nn.Module):
-    """1x1 (kT x1x1), 3x3 (stride), 1x1 to 4x, residual: (B, in, T, H, W) -> (B, 4 * mid, T, H/s, W/s).
-
-    Names equal torchvision's `Bottleneck` (conv1..3, bn1..3, downsample.0/.1).
-    """
-
-    def __init__(
-        self,
-        in_ch: int,
-        mid_ch: int,
-        *,
-        stride: int,
-        time_kernel: int,
-        conv: ConvFactory,
-        norm_layer: NormFactory,
-    ) -> None:
-        super().__init__()
-        out_ch = mid_ch * EXPANSION
-        self.conv1 = conv(in_ch, mid_ch, (time_kernel, 1, 1), (1, 1, 1))
-        self.bn1 = norm_layer(mid_ch)
-        self.conv2 = conv(mid_ch, mid_ch, (1, 3, 3), (1, stride, stride))
-        self.bn2 = norm_layer(mid_ch)
-        self.conv3 = conv(mid_ch, out_ch, (1, 1, 1), (1, 1, 1))
-        self.bn3 = norm_layer(out_ch)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample: nn.Module = nn.Identity()
-        if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(
-                conv(in_ch, out_ch, (1, 1, 1), (1, stride, stride)), norm_layer(out_ch)
-            )
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        out += self.downsample(x)
-        return self.relu(out)
 
 
 class I3DResNet(VideoClassifier):
@@ -161,8 +112,7 @@ class I3DResNet(VideoClassifier):
     ) -> None:
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
-        mids = [spec.multiplier * width for spec in stages]
-        outs = [width] + [mid * EXPANSION for mid in mids]
+        outs = [width] + [spec.multiplier * width * EXPANSION for spec in stages]
         super().__init__(num_features=outs[-1], num_classes=num_classes, dropout=dropout)
         self.conv1 = conv(3, width, (stem_time_kernel, 7, 7), (1, 2, 2))
         self.bn1 = norm_layer(width)
@@ -170,13 +120,13 @@ class I3DResNet(VideoClassifier):
         self.maxpool = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
         self.time_pool = nn.MaxPool3d((2, 1, 1), stride=(2, 1, 1))
         self.stage_names = tuple(f"layer{i}" for i in range(1, len(stages) + 1))
-        for name, spec, mid, (in_ch, out_ch) in zip(
-            self.stage_names, stages, mids, pairwise(outs), strict=True
+        for name, spec, (in_ch, out_ch) in zip(
+            self.stage_names, stages, pairwise(outs), strict=True
         ):
             blocks = [
                 Bottleneck3d(
                     in_ch if i == 0 else out_ch,
-                    mid,
+                    out_ch,
                     stride=spec.stride if i == 0 else 1,
                     time_kernel=kt,
                     conv=conv,

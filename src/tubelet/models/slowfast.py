@@ -32,8 +32,7 @@ from torch import Tensor, nn
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import register_model
 from tubelet.nn import NormFactory, init_conv_weights, residual_stage
-
-EXPANSION = 4  # a bottleneck's output has 4x its inner channels (He et al. 2016, Table 1)
+from tubelet.nn.bottleneck import EXPANSION, Bottleneck3d
 
 
 @dataclass(frozen=True)
@@ -109,50 +108,6 @@ def slow_frame_indices(num_frames: int, alpha: int) -> Tensor:
     return torch.linspace(0, num_frames - 1, num_frames // alpha).long()
 
 
-class Bottleneck3d(nn.Module):
-    """ResNet bottleneck: kt x 1 x 1 conv to `inner`, 1x3x3 conv (strided), 1x1x1 conv to `out_ch`.
-
-    (B, in_ch, T, H, W) -> (B, out_ch, T, H / stride, W / stride); the shortcut is a strided 1x1x1
-    conv with norm when the shape changes.
-    """
-
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int,
-        *,
-        stride: int,
-        temporal_kernel: int,
-        norm_layer: NormFactory,
-    ) -> None:
-        super().__init__()
-        inner = out_ch // EXPANSION
-        kt = temporal_kernel
-        self.conv1 = nn.Conv3d(in_ch, inner, (kt, 1, 1), padding=(kt // 2, 0, 0), bias=False)
-        self.bn1 = norm_layer(inner)
-        # The stride sits on the 3x3 conv (PyTorchVideo's conv_b, PySlowFast's STRIDE_1X1=False).
-        self.conv2 = nn.Conv3d(
-            inner, inner, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False
-        )
-        self.bn2 = norm_layer(inner)
-        self.conv3 = nn.Conv3d(inner, out_ch, 1, bias=False)
-        self.bn3 = norm_layer(out_ch)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample: nn.Module = nn.Identity()
-        if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(
-                nn.Conv3d(in_ch, out_ch, 1, stride=(1, stride, stride), bias=False),
-                norm_layer(out_ch),
-            )
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        out += self.downsample(x)
-        return self.relu(out)
-
-
 class Stem(nn.Module):
     """kt x 7 x 7 conv (stride 1, 2, 2), norm, ReLU, 1x3x3 max-pool (stride 1, 2, 2):
     (B, 3, T, H, W) -> (B, width, T, H / 4, W / 4)."""
@@ -185,9 +140,7 @@ class Pathway(nn.Module):
         for stage, lateral, (in_ch, out_ch) in zip(
             spec.stages, spec.lateral_channels, pairwise(spec.level_channels), strict=True
         ):
-            block = partial(
-                Bottleneck3d, temporal_kernel=stage.temporal_kernel, norm_layer=norm_layer
-            )
+            block = partial(Bottleneck3d, time_kernel=stage.temporal_kernel, norm_layer=norm_layer)
             stages.append(
                 residual_stage(
                     block, in_ch + lateral, out_ch, depth=stage.depth, stride=stage.spatial_stride
