@@ -110,6 +110,20 @@ def test_grad_checkpointing_changes_nothing(name):
     assert not ckpt.grad_checkpointing
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_channels_last_changes_nothing(name):
+    model = tiny(name).eval()
+    x = clip(name=name)
+    # 3D convolutions take channels_last_3d; the per-frame 2D trunk takes channels_last.
+    is_2d = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    layout = torch.channels_last if is_2d else torch.channels_last_3d
+    with torch.no_grad():
+        expected = model(x)
+        fast = copy.deepcopy(model).to(memory_format=layout)
+        got = fast(x if is_2d else x.contiguous(memory_format=layout))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_unknown_name_suggests_a_close_match():
     with pytest.raises(ValueError, match="r2plus1d_18"):
         create_model("r2plus1d-18")
