@@ -4,32 +4,15 @@ import re
 
 import pytest
 import torch
+from peer_weights import randomise
 from pytorchvideo.models.resnet import create_resnet
 from pytorchvideo.models.slowfast import create_slowfast
-from torch import nn
 
 from tubelet.convert import list_formats
 from tubelet.convert.pytorchvideo import from_pyslowfast, from_pytorchvideo
 from tubelet.models import create_model
 
 T, SIZE = 8, 64  # the final feature map is (T / alpha or T) x 2 x 2
-
-
-def randomise(peer: nn.Module, seed: int = 0) -> nn.Module:
-    """Random norm affines, running stats and head on top of the peer's random conv weights."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for m in peer.modules():
-            if isinstance(m, nn.BatchNorm3d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
-                m.running_mean.normal_(0.0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.num_batches_tracked.fill_(7)
-            elif isinstance(m, nn.Linear):
-                m.weight.normal_(0.0, m.in_features**-0.5)
-                m.bias.normal_(0.0, 0.1)
-    return peer.eval()
 
 
 def peer_slowfast(num_classes, width, alpha=4, beta_inv=8, fusion_kernel=7, seed=0):

@@ -5,6 +5,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torchvision
+from peer_weights import randomise
 from torch import nn
 
 from tubelet.convert import list_formats, load_checkpoint
@@ -27,18 +28,7 @@ def randomised_peer(name: str, num_classes: int, seed: int = 0) -> nn.Module:
     """The torchvision model with random weights, norm affines, running stats and head."""
     torch.manual_seed(seed)
     peer = PEER_BUILDERS[name](num_classes=num_classes)
-    with torch.no_grad():
-        for m in peer.modules():
-            if isinstance(m, nn.BatchNorm2d | nn.BatchNorm3d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
-                m.running_mean.normal_(0.0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.num_batches_tracked.fill_(7)
-            elif isinstance(m, nn.Linear):
-                m.weight.normal_(0.0, m.in_features**-0.5)
-                m.bias.normal_(0.0, 0.1)
-    return peer.eval()
+    return randomise(peer, seed)
 
 
 def peer_logits(name: str, peer: nn.Module, x: torch.Tensor) -> torch.Tensor:
