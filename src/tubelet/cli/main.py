@@ -1,4 +1,8 @@
-"""The `tubelet` command: parses options, calls the jobs in `tubelet.engine`, prints tables."""
+"""The `tubelet` command: parses options, calls the jobs in `tubelet.engine`, prints tables.
+
+This module holds the classification and data commands; the other tasks' commands live in their own
+modules under `tubelet.cli`, imported at the end so they register on the same app.
+"""
 
 from __future__ import annotations
 
@@ -7,70 +11,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(
-    help="tubelet: decode, sample, train and evaluate video models.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+from tubelet.cli.common import (
+    app,
+    console,
+    data_app,
+    data_bar,
+    err,
+    fmt,
+    parse_model_args,
+    parse_views,
+    print_bad_files,
+    run_job,
 )
-data_app = typer.Typer(help="Make and inspect data sets.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
-console = Console()
-err = Console(stderr=True)
-
-
-def _parse_views(views: str) -> tuple[int, int]:
-    try:
-        clips, crops = (int(v) for v in views.lower().split("x"))
-    except ValueError:
-        raise typer.BadParameter(
-            f"views must look like CLIPSxCROPS (e.g. 2x3), not {views!r}"
-        ) from None
-    if clips < 1 or crops not in (1, 3):
-        raise typer.BadParameter("views need at least 1 clip and 1 or 3 crops")
-    return clips, crops
-
-
-def _parse_model_args(pairs: list[str]) -> dict[str, Any]:
-    args = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"--model-arg takes KEY=VALUE (e.g. width=16), not {pair!r}")
-        try:
-            args[key] = json.loads(value)
-        except json.JSONDecodeError:
-            args[key] = value
-    return args
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
-def _data_bar() -> Any:
-    """A progress callback for making the built-in dataset."""
-    from rich.progress import Progress
-
-    state: dict[str, Any] = {}
-
-    def update(done: int, total: int) -> None:
-        if "progress" not in state:
-            state["progress"] = Progress(console=err, transient=True)
-            state["progress"].start()
-            state["task"] = state["progress"].add_task("making the built-in dataset", total=total)
-        state["progress"].update(state["task"], completed=done)
-        if done == total:
-            state["progress"].stop()
-
-    return update
 
 
 @app.command()
@@ -78,9 +32,15 @@ def train(
     data: Annotated[
         Path | None, typer.Option(help="Data folder; built-in synthetic set if absent.")
     ] = None,
+    task: Annotated[
+        str, typer.Option(help="What to train: classification (default) or another task.")
+    ] = "classification",
     model: Annotated[
-        str, typer.Option(help="Registered model name (`tubelet models`).")
-    ] = "r2plus1d_18",
+        str | None,
+        typer.Option(
+            help="Registered model name (`tubelet models`); the task's default if absent."
+        ),
+    ] = None,
     model_arg: Annotated[
         list[str], typer.Option("--model-arg", "-m", help="Builder argument KEY=VALUE, repeatable.")
     ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
@@ -108,15 +68,17 @@ def train(
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path | None, typer.Option(help="Run folder (resumed if it exists).")] = None,
 ) -> None:
-    """Train an action-recognition model; resumes the run in --out if it was interrupted."""
-    from tubelet.engine.jobs import TrainJob, default_workers
+    """Train a model (action recognition by default); resumes the run in --out if interrupted."""
+    from tubelet.engine.jobs import TrainJob, default_model, default_workers
     from tubelet.engine.jobs import train as train_job
 
+    model = model or run_job(lambda: default_model(task))
     job = TrainJob(
         out=out or Path("runs") / model,
+        task=task,
         data=data,
         model=model,
-        model_args=_parse_model_args(model_arg),
+        model_args=parse_model_args(model_arg),
         frames=frames,
         sampling=sampling,
         stride=stride,
@@ -131,16 +93,15 @@ def train(
         workers=default_workers() if workers is None else workers,
         seed=seed,
     )
-    summary = _run(lambda: train_job(job, on_data=_data_bar()))
+    summary = run_job(lambda: train_job(job, on_data=data_bar()))
     table = Table(title=f"{model}: {job.out.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("val_top1", "val_top5", "val_clip_top1", "val_reversal_acc", "best_epoch", "epochs",
-                "params", "train_time_s", "train_clips_per_s", "num_bad_files"):  # fmt: skip
-        if key in summary:
-            table.add_row(key, _fmt(summary[key]))
+    for key, value in summary.items():
+        if key != "model" and isinstance(value, int | float | str | None):
+            table.add_row(key, fmt(value))
     console.print(table)
-    _print_bad_files(summary["bad_files"])
+    print_bad_files(summary["bad_files"])
     console.print(f"Run folder: {job.out} (summary.json, metrics.jsonl, best/, last/)")
 
 
@@ -158,8 +119,8 @@ def evaluate(
     from tubelet.engine.jobs import default_workers
     from tubelet.engine.jobs import evaluate as evaluate_job
 
-    clips, crops = _parse_views(views)
-    metrics = _run(
+    clips, crops = parse_views(views)
+    metrics = run_job(
         lambda: evaluate_job(
             checkpoint, data=data, clips=clips, crops=crops, batch_size=batch_size,
             workers=default_workers() if workers is None else workers,
@@ -170,9 +131,9 @@ def evaluate(
     table.add_column("value", justify="right")
     for key in ("top1", "top5", "clip_top1", "reversal_acc", "num_videos"):
         if key in metrics:
-            table.add_row(key, _fmt(metrics[key]))
+            table.add_row(key, fmt(metrics[key]))
     console.print(table)
-    _print_bad_files(metrics["bad_files"])
+    print_bad_files(metrics["bad_files"])
 
 
 @app.command()
@@ -186,8 +147,8 @@ def predict(
     """Classify one video with a trained model."""
     from tubelet.engine.jobs import predict as predict_job
 
-    clips, crops = _parse_views(views)
-    top = _run(lambda: predict_job(checkpoint, video, top_k=top_k, clips=clips, crops=crops))
+    clips, crops = parse_views(views)
+    top = run_job(lambda: predict_job(checkpoint, video, top_k=top_k, clips=clips, crops=crops))
     if as_json:
         print(json.dumps({"video": str(video), "predictions": top}, indent=2))
         return
@@ -226,8 +187,8 @@ def compare(runs: Annotated[list[Path], typer.Argument(help="Run folders.")]) ->
             )
         s = json.loads(path.read_text())
         table.add_row(
-            s["model"], f"{s['params'] / 1e6:.2f}M", _fmt(s.get("val_top1")),
-            _fmt(s.get("val_reversal_acc")), f"{s['train_time_s']:.0f}", str(run),
+            s["model"], f"{s['params'] / 1e6:.2f}M", fmt(s.get("val_top1")),
+            fmt(s.get("val_reversal_acc")), f"{s['train_time_s']:.0f}", str(run),
         )  # fmt: skip
     console.print(table)
 
@@ -246,7 +207,7 @@ def data_synth(
 
     root = write_synthetic_dataset(
         out, videos_per_class=videos_per_class, num_frames=frames, size=size, fps=fps, seed=seed,
-        progress=_data_bar(),
+        progress=data_bar(),
     )  # fmt: skip
     console.print(f"Wrote {root} (train.csv, val.csv, classes.txt, reversal_pairs.txt, videos/)")
 
@@ -256,7 +217,7 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A data folder.")]) -
     """Classes, counts, durations, frame rates, resolutions and unreadable files of a data folder."""
     from tubelet.data.inspect import inspect_dataset
 
-    report = _run(lambda: inspect_dataset(path, progress=_data_bar()))
+    report = run_job(lambda: inspect_dataset(path, progress=data_bar()))
     console.print(f"{report.root}: {report.layout} layout, {len(report.classes)} classes")
     table = Table()
     for column in ("class", *report.splits):
@@ -282,7 +243,7 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A data folder.")]) -
             str(len(s.unreadable)),
         )  # fmt: skip
     console.print(stats)
-    _print_bad_files(
+    print_bad_files(
         [{"path": p, "reason": r} for s in report.splits.values() for p, r in s.unreadable]
     )
 
@@ -311,7 +272,7 @@ def data_validate(
 
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("decoding videos", total=None)
-        result = _run(
+        result = run_job(
             lambda: validate_dataset(
                 path, workers=workers, timeout_s=timeout,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
@@ -338,28 +299,6 @@ def data_validate(
 
 def _most_common(counts: Any) -> str:
     return ", ".join(f"{value} ({n})" for value, n in counts.most_common(3))
-
-
-def _print_bad_files(bad: list[dict[str, str]]) -> None:
-    """One unwrapped line per unreadable video, so paths can be copied."""
-    if not bad:
-        return
-    console.print(f"[bold yellow]{len(bad)} unreadable video(s):[/]")
-    for entry in bad[:20]:
-        console.print(f"  {entry['path']}: {entry['reason']}", soft_wrap=True, markup=False)
-    if len(bad) > 20:
-        console.print(f"  ... and {len(bad) - 20} more (see the JSON file)")
-
-
-def _run(job: Any) -> Any:
-    """Run a job; turn the errors a user can fix into one clear line and exit code 2."""
-    from tubelet.io import VideoDecodeError
-
-    try:
-        return job()
-    except (ValueError, FileNotFoundError, VideoDecodeError) as error:
-        err.print(f"[bold red]error:[/] {error}")
-        raise typer.Exit(2) from None
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ line only parses options and prints what comes back.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 from collections.abc import Callable
@@ -33,9 +34,13 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class TrainJob:
-    """Everything `tubelet train` needs. `data=None` trains on the built-in synthetic dataset."""
+    """Everything `tubelet train` needs. `data=None` trains on the built-in synthetic dataset.
+
+    `task` picks the job (see `TASKS`); the fields a task has no use for are ignored by it.
+    """
 
     out: Path
+    task: str = "classification"
     data: Path | None = None
     model: str = "r2plus1d_18"
     model_args: dict[str, Any] = field(default_factory=dict)
@@ -57,23 +62,54 @@ class TrainJob:
     seed: int = 0
 
 
+# Every task `tubelet train --task NAME` knows: the module whose `train(job, *, show_progress,
+# on_data) -> summary` runs it, and the model used when no --model is given.
+TASKS: dict[str, tuple[str, str]] = {
+    "classification": ("tubelet.engine.jobs", "r2plus1d_18"),
+}
+
+
+def default_model(task: str) -> str:
+    """The model `tubelet train --task TASK` trains when no --model is given."""
+    return TASKS[check_task(task)][1]
+
+
+def check_task(task: str) -> str:
+    """`task` itself if known, else a ValueError listing the known tasks."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
+    return task
+
+
 def default_workers() -> int:
     """Decoding workers: one per core beyond the one that runs the model, at least one."""
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
 def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None = None) -> dict:
-    """Train (or resume) the run in `job.out`; return its summary.
+    """Train (or resume) the run in `job.out` with the job of `job.task`; return its summary."""
+    module = TASKS[check_task(job.task)][0]
+    if module != __name__:
+        return importlib.import_module(module).train(
+            job, show_progress=show_progress, on_data=on_data
+        )
+    return train_classification(job, show_progress=show_progress, on_data=on_data)
+
+
+def train_classification(
+    job: TrainJob, *, show_progress: bool = True, on_data: Progress | None = None
+) -> dict:
+    """Train (or resume) an action-recognition run in `job.out`; return its summary.
 
     A run folder that holds a run with other settings is refused (only `epochs` may grow); one that
     finished all its epochs returns its summary without training.
     """
     run = RunDir(Path(job.out))
     data_root = Path(job.data) if job.data else ensure_synthetic_dataset(progress=on_data)
-    config = {**_jsonable(job), "data": str(data_root), "versions": versions()}
+    config = {**jsonable(job), "data": str(data_root), "versions": versions()}
     previous = run.read_config()
     if previous is not None:
-        _check_same_run(previous, config, run.root)
+        check_same_run(previous, config, run.root)
     run.write_config(config)
     seed_everything(job.seed)
 
@@ -180,11 +216,13 @@ def predict(
     ]
 
 
-def _jsonable(job: TrainJob) -> dict[str, Any]:
+def jsonable(job: Any) -> dict[str, Any]:
+    """A job dataclass as JSON-ready values (paths as strings)."""
     return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(job).items()}
 
 
-def _check_same_run(previous: dict[str, Any], config: dict[str, Any], root: Path) -> None:
+def check_same_run(previous: dict[str, Any], config: dict[str, Any], root: Path) -> None:
+    """Refuse to resume a run folder whose saved settings differ from `config` (but for epochs)."""
     ignore = {"epochs", "versions", "workers", "out"}
     differs = sorted(k for k in config if k not in ignore and previous.get(k) != config[k])
     if differs:

@@ -2,8 +2,9 @@
 
 The trainer knows nothing of a task but this duty list. A task provides
 `loss(model, batch) -> scalar tensor`, `new_meter()` (an object with `compute() -> dict`), and
-`evaluate_batch(model, batch, meter)`. Batches are dicts from `tubelet.data.collate_clips`: a
-`video` tensor (None when all of the batch was unreadable), `label`, and the `bad_files` met.
+`evaluate_batch(model, batch, meter)`. A batch is a dict whose tensors share their first (batch)
+dimension; it may carry `bad_files` (the unreadable files met, as from `tubelet.data.collate_clips`),
+and a batch whose `video` is None (all of it unreadable) is skipped.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 class Trainer:
-    """Trains `model` on `task`, evaluating after every epoch and keeping the best by `monitor`.
+    """Trains `model` on `task`, evaluating after every epoch and keeping the best by `monitor`
+    (the highest value, or the lowest with `minimize=True`).
 
     The run folder gets `last/` (weights + trainer state, written every epoch) and `best/`. Calling
     `fit()` on a run folder that has `last/` resumes after its last finished epoch.
@@ -96,6 +98,7 @@ class Trainer:
         run: RunDir,
         spec: dict[str, Any],
         monitor: str = "top1",
+        minimize: bool = False,
         device: torch.device | None = None,
         show_progress: bool = True,
     ) -> None:
@@ -108,6 +111,7 @@ class Trainer:
         self.run = run
         self.spec = spec
         self.monitor = monitor
+        self.minimize = minimize
         self.show_progress = show_progress
         self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
         self.steps_per_epoch = math.ceil(len(train_loader) / config.accumulate)
@@ -138,7 +142,7 @@ class Trainer:
                     **{f"val_{k}": v for k, v in val.items() if not isinstance(v, list)},
                 }
                 self.run.log_metrics(record)
-                if not self.best or val[self.monitor] > self.best[self.monitor]:
+                if not self.best or self._improves(val[self.monitor]):
                     self.best = {"epoch": self.epoch, **val}
                     save_model(self.run.best, self.model, self.spec)
                 self._save_last()
@@ -162,14 +166,14 @@ class Trainer:
             self._note_bad(batch, "train")
             # The last group of an epoch may hold fewer than `accumulate` batches.
             group = min(accumulate, num_batches - (i // accumulate) * accumulate)
-            if batch["video"] is not None:
+            if batch.get("video", ()) is not None:
                 batch = self._to_device(batch)
                 with self._autocast():
                     loss = self.task.loss(self.model, batch)
                 (loss / group).backward()
                 loss_sum += loss.item()
                 loss_count += 1
-                clips += len(batch["label"])
+                clips += batch_size(batch)
             if (i + 1) % accumulate == 0 or i + 1 == num_batches:
                 if self.config.grad_clip is not None:
                     nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -254,6 +258,10 @@ class Trainer:
         return summary
 
     # -- helpers -------------------------------------------------------------------------------------
+    def _improves(self, value: float) -> bool:
+        best = self.best[self.monitor]
+        return value < best if self.minimize else value > best
+
     def _note_bad(self, batch: dict[str, Any], split: str) -> None:
         note_bad_files(self.bad_files, batch, split)
 
@@ -284,7 +292,7 @@ def evaluate_loader(
     for batch, _ in _timed(loader):
         if bad_files is not None:
             note_bad_files(bad_files, batch, split)
-        if batch["video"] is not None:
+        if batch.get("video", ()) is not None:
             with autocast(device, precision):
                 task.evaluate_batch(model, to_device(batch, device), meter)
         if progress:
@@ -296,8 +304,13 @@ def evaluate_loader(
 
 def note_bad_files(seen: dict[str, dict[str, str]], batch: dict[str, Any], split: str) -> None:
     """Record the unreadable files a batch met (first reason per path)."""
-    for path, reason in batch["bad_files"]:
+    for path, reason in batch.get("bad_files", ()):
         seen.setdefault(path, {"reason": reason, "split": split})
+
+
+def batch_size(batch: dict[str, Any]) -> int:
+    """The number of samples in a batch: the first dimension of its first tensor."""
+    return next(len(v) for v in batch.values() if isinstance(v, torch.Tensor))
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

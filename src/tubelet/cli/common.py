@@ -1,0 +1,100 @@
+"""What every command module shares: the typer app, the consoles, option parsers and printers.
+
+Each command module (`main.py` for classification and data, one module per other task) adds its
+commands to `app`; `tubelet.cli.main` imports them all.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="tubelet: decode, sample, train and evaluate video models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Make and inspect data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+err = Console(stderr=True)
+
+
+def parse_views(views: str) -> tuple[int, int]:
+    """`"2x3"` -> (2 clips, 3 crops), with a usage error for anything else."""
+    try:
+        clips, crops = (int(v) for v in views.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"views must look like CLIPSxCROPS (e.g. 2x3), not {views!r}"
+        ) from None
+    if clips < 1 or crops not in (1, 3):
+        raise typer.BadParameter("views need at least 1 clip and 1 or 3 crops")
+    return clips, crops
+
+
+def parse_model_args(pairs: list[str]) -> dict[str, Any]:
+    """`["width=16", "attention=joint"]` -> {"width": 16, "attention": "joint"} (values read as JSON)."""
+    args = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--model-arg takes KEY=VALUE (e.g. width=16), not {pair!r}")
+        try:
+            args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key] = value
+    return args
+
+
+def fmt(value: Any) -> str:
+    """A table cell: floats to 3 decimals, None as "-"."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def data_bar() -> Any:
+    """A progress callback for making the built-in dataset."""
+    from rich.progress import Progress
+
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "progress" not in state:
+            state["progress"] = Progress(console=err, transient=True)
+            state["progress"].start()
+            state["task"] = state["progress"].add_task("making the built-in dataset", total=total)
+        state["progress"].update(state["task"], completed=done)
+        if done == total:
+            state["progress"].stop()
+
+    return update
+
+
+def print_bad_files(bad: list[dict[str, str]]) -> None:
+    """One unwrapped line per unreadable video, so paths can be copied."""
+    if not bad:
+        return
+    console.print(f"[bold yellow]{len(bad)} unreadable video(s):[/]")
+    for entry in bad[:20]:
+        console.print(f"  {entry['path']}: {entry['reason']}", soft_wrap=True, markup=False)
+    if len(bad) > 20:
+        console.print(f"  ... and {len(bad) - 20} more (see the JSON file)")
+
+
+def run_job(job: Any) -> Any:
+    """Run a job; turn the errors a user can fix into one clear line and exit code 2."""
+    from tubelet.io import VideoDecodeError
+
+    try:
+        return job()
+    except (ValueError, FileNotFoundError, VideoDecodeError) as error:
+        err.print(f"[bold red]error:[/] {error}")
+        raise typer.Exit(2) from None
