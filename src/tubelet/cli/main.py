@@ -301,6 +301,10 @@ def _most_common(counts: Any) -> str:
     return ", ".join(f"{value} ({n})" for value, n in counts.most_common(3))
 
 
+# The other tasks' command modules register their commands on `app` when imported (one line each).
+# (none yet)
+
+
 def main() -> None:
     """Entry point of the `tubelet` console script."""
     app()

@@ -9,7 +9,14 @@ Every classifier subclasses `tubelet.models.base.VideoClassifier` and so follows
 - `set_grad_checkpointing(enable=True)` trades compute for memory without changing the output.
 """
 
-from tubelet.models import frame2d, i3d, resnet3d, s3d, slowfast  # noqa: F401  (registers the models)
+# Importing a family's module registers its models (one line each, so families are added apart).
+from tubelet.models import (
+    frame2d,  # noqa: F401
+    i3d,  # noqa: F401
+    resnet3d,  # noqa: F401
+    s3d,  # noqa: F401
+    slowfast,  # noqa: F401
+)
 from tubelet.models.registry import architecture_args, create_model, list_models, register_model
 
 __all__ = ["architecture_args", "create_model", "list_models", "register_model"]
