@@ -3,19 +3,26 @@
 A format is a function `(model_name, state_dict) -> state_dict` that renames/reshapes a published
 checkpoint's tensors into the tubelet model's keys. `load_checkpoint` then loads the result strictly
 and names every missing, unexpected or mis-shaped key if it does not fit.
+
+A format whose checkpoints describe their own architecture (a Hugging Face folder's config.json)
+also registers an architecture reader `(model_name, path) -> builder arguments`;
+`create_model` builds the model from those before loading.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
 Converter = Callable[[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+ArchitectureReader = Callable[[str, Path], dict[str, Any]]
 _FORMATS: dict[str, Converter] = {}
+_ARCHITECTURES: dict[str, ArchitectureReader] = {}
 
 
 def register_format(name: str) -> Callable[[Converter], Converter]:
@@ -28,6 +35,24 @@ def register_format(name: str) -> Callable[[Converter], Converter]:
     return wrap
 
 
+def register_architecture_reader(name: str) -> Callable[[ArchitectureReader], ArchitectureReader]:
+    """Register how format `name` reads builder arguments from a checkpoint path."""
+
+    def wrap(fn: ArchitectureReader) -> ArchitectureReader:
+        _ARCHITECTURES[name] = fn
+        return fn
+
+    return wrap
+
+
+def architecture_from_checkpoint(
+    name: str, path: str | Path, checkpoint_format: str | None
+) -> dict[str, Any]:
+    """The builder arguments a checkpoint states about itself (empty for formats that do not)."""
+    reader = _ARCHITECTURES.get(checkpoint_format or "tubelet")
+    return reader(name, Path(path)) if reader else {}
+
+
 def list_formats() -> list[str]:
     """Every checkpoint format `create_model(checkpoint_format=...)` accepts."""
     return sorted(_FORMATS)
@@ -35,13 +60,20 @@ def list_formats() -> list[str]:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a `.safetensors` file, a `torch.save` file (`.pt`/`.pth`/`.bin`), or a folder
-    holding `model.safetensors`. Wrappers such as {"state_dict": ...} or {"model": ...} are unwrapped."""
+    holding `model.safetensors` (or a Hugging Face `pytorch_model.bin`). Wrappers such as
+    {"state_dict": ...} or {"model": ...} are unwrapped."""
     path = Path(path)
     if path.is_dir():
-        candidates = [path / "model.safetensors", path / "best" / "model.safetensors"]
+        candidates = [
+            path / "model.safetensors",
+            path / "best" / "model.safetensors",
+            path / "pytorch_model.bin",
+        ]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
-            raise FileNotFoundError(f"no model.safetensors in checkpoint folder {path}")
+            raise FileNotFoundError(
+                f"no model.safetensors (or pytorch_model.bin) in checkpoint folder {path}"
+            )
         path = found
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -99,3 +131,4 @@ def _tubelet(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 from tubelet.convert import pytorchvideo as _pytorchvideo  # noqa: E402,F401  (registers its formats)
 from tubelet.convert import torchvision as _torchvision  # noqa: E402,F401  (registers its format)
+from tubelet.convert import transformers as _transformers  # noqa: E402,F401  (registers its format)

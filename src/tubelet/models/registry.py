@@ -54,7 +54,9 @@ def create_model(
     """Build a registered model, optionally loading a checkpoint.
 
     `checkpoint_format=None` (or "tubelet") reads tubelet's own safetensors weights; other formats
-    ("torchvision", ...) go through the explicit importers in `tubelet.convert`.
+    ("torchvision", ...) go through the explicit importers in `tubelet.convert`. A format that reads
+    the architecture from the checkpoint (a Hugging Face config.json) supplies the builder
+    arguments; explicit `overrides` still win.
     """
     if name not in _MODELS:
         from difflib import get_close_matches
@@ -65,6 +67,10 @@ def create_model(
             f"unknown model {name!r}.{hint} Run `tubelet models` to list the {len(_MODELS)} models."
         )
     kwargs = dict(overrides)
+    if checkpoint is not None:
+        from tubelet.convert import architecture_from_checkpoint
+
+        kwargs = {**architecture_from_checkpoint(name, checkpoint, checkpoint_format), **kwargs}
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     model = _MODELS[name](**kwargs)
