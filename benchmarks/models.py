@@ -49,6 +49,7 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from tubelet.convert import load_state_dict_strict
+from tubelet.convert.pytorchvideo import from_pytorchvideo
 from tubelet.models import create_model
 
 NUM_CLASSES = 400
@@ -194,35 +195,6 @@ def _slow(shape: Shape) -> Pair:
     )
 
 
-# PyTorchVideo's hub `i3d_r50` (create_resnet) module names -> tubelet's i3d_r50 (torchvision's
-# resnet50 names). tubelet has no PyTorchVideo importer for I3D, so the benchmark maps the keys.
-_I3D_STAGES = {"1": "layer1", "3": "layer2", "4": "layer3", "5": "layer4"}  # blocks.2: time pool
-_I3D_BLOCK = {
-    "branch1_conv": "downsample.0",
-    "branch1_norm": "downsample.1",
-    "branch2.conv_a": "conv1",
-    "branch2.norm_a": "bn1",
-    "branch2.conv_b": "conv2",
-    "branch2.norm_b": "bn2",
-    "branch2.conv_c": "conv3",
-    "branch2.norm_c": "bn3",
-}
-
-
-def i3d_key(key: str) -> str:
-    """One PyTorchVideo `i3d_r50` key as tubelet's (`blocks.3.res_blocks.1.branch2.conv_a.weight`
-    -> `layer2.1.conv1.weight`); a key outside the layout raises KeyError."""
-    parts = key.split(".")
-    if parts[:2] == ["blocks", "0"]:
-        return {"conv": "conv1", "norm": "bn1"}[parts[2]] + "." + parts[-1]
-    if parts[:3] == ["blocks", "6", "proj"]:
-        return "fc." + parts[-1]
-    if parts[0] == "blocks" and parts[2] == "res_blocks":
-        layer = ".".join(parts[4:-1])
-        return f"{_I3D_STAGES[parts[1]]}.{parts[3]}.{_I3D_BLOCK[layer]}.{parts[-1]}"
-    raise KeyError(key)
-
-
 def _i3d(shape: Shape) -> Pair:
     ptv = _import_pytorchvideo()
     torch.manual_seed(0)
@@ -242,14 +214,14 @@ def _i3d(shape: Shape) -> Pair:
     )
     randomise(peer)
     tubelet = create_model("i3d_r50", num_classes=NUM_CLASSES)
-    state = {i3d_key(k): v for k, v in peer.state_dict().items()}
-    load_state_dict_strict(tubelet, state, "pytorchvideo i3d_r50 (benchmark key map)")
+    state = from_pytorchvideo("i3d_r50", peer.state_dict())
+    load_state_dict_strict(tubelet, state, "pytorchvideo i3d_r50")
     return Pair(
         tubelet,
         peer,
         lambda x: x,
         "pytorchvideo create_resnet (hub i3d_r50 recipe)",
-        "pytorchvideo state dict -> benchmark key map -> strict load",
+        "pytorchvideo state dict -> tubelet.convert (pytorchvideo) -> strict load",
     )
 
 

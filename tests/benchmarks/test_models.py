@@ -61,14 +61,3 @@ def test_saved_activation_bytes_count_each_storage_once_without_parameters(bench
         z = (x * x).sum() + y.sum()  # saves x twice more: still one storage
     z.backward()
     assert sum(seen.values()) == x.numel() * 4
-
-
-def test_i3d_key_map_names_tubelet_layers(bench) -> None:
-    assert bench.i3d_key("blocks.0.conv.weight") == "conv1.weight"
-    assert bench.i3d_key("blocks.3.res_blocks.1.branch2.conv_a.weight") == "layer2.1.conv1.weight"
-    assert bench.i3d_key("blocks.5.res_blocks.0.branch1_norm.running_var") == (
-        "layer4.0.downsample.1.running_var"
-    )
-    assert bench.i3d_key("blocks.6.proj.bias") == "fc.bias"
-    with pytest.raises(KeyError):
-        bench.i3d_key("blocks.2.weight")  # the time pool has no parameters

@@ -42,6 +42,25 @@ def peer_slow(num_classes, width, seed=0):
     return randomise(peer, seed)
 
 
+def peer_i3d(num_classes, width, seed=0):
+    torch.manual_seed(seed)
+    side = SIZE // 32
+    peer = create_resnet(  # hub `i3d_r50`: 5x7x7 stem, time pool after stage 1, 3x1x1 conv_a mix
+        model_num_class=num_classes,
+        stem_dim_out=width,
+        stem_conv_kernel_size=(5, 7, 7),
+        stage1_pool=torch.nn.MaxPool3d,
+        stage_conv_a_kernel_size=(
+            (3, 1, 1),
+            [(3, 1, 1), (1, 1, 1)],
+            [(3, 1, 1), (1, 1, 1)],
+            [(1, 1, 1), (3, 1, 1)],
+        ),
+        head_pool_kernel_size=(T // 2, side, side),
+    )
+    return randomise(peer, seed)
+
+
 def pack_pathway(x, alpha):
     """PyTorchVideo's PackPathway: the Slow input is T // alpha frames spread over the clip."""
     num = x.shape[2]
@@ -92,6 +111,31 @@ def test_slow_reproduces_pytorchvideo(tmp_path):
     torch.save(peer.state_dict(), path)
     model = create_model(
         "slow_r50", num_classes=7, width=8, checkpoint=str(path), checkpoint_format="pytorchvideo"
+    ).eval()
+    x = clip()
+    with torch.no_grad():
+        assert_close_to_peer(model(x), peer(x))
+
+
+def test_i3d_names_map_to_torchvision_layers():
+    names = {
+        "blocks.0.conv.weight": "conv1.weight",
+        "blocks.3.res_blocks.1.branch2.conv_a.weight": "layer2.1.conv1.weight",
+        "blocks.5.res_blocks.0.branch1_norm.running_var": "layer4.0.downsample.1.running_var",
+        "blocks.6.proj.bias": "fc.bias",
+    }
+    out = from_pytorchvideo("i3d_r50", {k: torch.zeros(1) for k in names})
+    assert sorted(out) == sorted(names.values())
+    with pytest.raises(ValueError, match="blocks.2.weight"):
+        from_pytorchvideo("i3d_r50", {"blocks.2.weight": torch.zeros(1)})  # the pool has none
+
+
+def test_i3d_reproduces_pytorchvideo(tmp_path):
+    peer = peer_i3d(7, 8)
+    path = tmp_path / "i3d.pth"
+    torch.save(peer.state_dict(), path)
+    model = create_model(
+        "i3d_r50", num_classes=7, width=8, checkpoint=str(path), checkpoint_format="pytorchvideo"
     ).eval()
     x = clip()
     with torch.no_grad():

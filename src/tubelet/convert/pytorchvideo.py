@@ -1,10 +1,12 @@
-"""Importers for PyTorchVideo and PySlowFast state dicts of SlowFast-R50 and Slow-R50.
+"""Importers for PyTorchVideo and PySlowFast state dicts of SlowFast-R50, Slow-R50 and I3D-R50.
 
 Two formats, chosen by name (the layouts differ, and tubelet never guesses one from the keys):
 
 - `"pytorchvideo"`: the `nn.Module` trees of PyTorchVideo's `create_slowfast` and `create_resnet`
-  (its hub models `slowfast_r50` and `slow_r50`), e.g. `blocks.1.multipathway_blocks.0.res_blocks.0.
-  branch2.conv_a.weight`, head `blocks.6.proj` (SlowFast) or `blocks.5.proj` (Slow).
+  (its hub models `slowfast_r50`, `slow_r50` and `i3d_r50`), e.g. `blocks.1.multipathway_blocks.0.
+  res_blocks.0.branch2.conv_a.weight`, head `blocks.6.proj` (SlowFast, I3D) or `blocks.5.proj`
+  (Slow). I3D's `blocks.2` is the parameter-free temporal max-pool after stage 1, so its stages are
+  `blocks.1, 3, 4, 5` (tubelet's `i3d_r50` keeps torchvision's `layer1..4` names).
 - `"pyslowfast"`: PySlowFast's `SlowFast` and `ResNet` (configs `SLOWFAST_8x8_R50`, `SLOW_8x8_R50`;
   its `.pyth` files wrap the weights in {"model_state": ...}), e.g.
   `s2.pathway0_res0.branch2.a.weight`, fusions `s1_fuse.conv_f2s`, head `head.projection`.
@@ -54,6 +56,7 @@ _PYSF_BLOCK = {
 _PTV_STEM = {"conv": "conv", "norm": "bn"}
 _PYSF_STEM = {"conv": "conv", "bn": "bn"}
 _PTV_FUSE = {"conv_fast_to_slow": "conv", "norm": "bn"}
+_PTV_I3D_STAGES = {"1": "layer1", "3": "layer2", "4": "layer3", "5": "layer4"}
 _PYSF_FUSE = {"conv_f2s": "conv", "bn": "bn"}
 
 # One rule: a full-match pattern over a checkpoint key (without its parameter name) and a function
@@ -101,6 +104,19 @@ def _pytorchvideo_rules(two_pathways: bool) -> list[Rule]:
     ]
 
 
+def _pytorchvideo_i3d_rules() -> list[Rule]:
+    """create_resnet with a stage-1 pool (hub `i3d_r50`) -> tubelet's torchvision-named I3D."""
+    block, stem = _alternatives(_PTV_BLOCK), _alternatives(_PTV_STEM)
+    return [
+        (rf"blocks\.0\.(?P<layer>{stem})", lambda m: {"conv": "conv1", "norm": "bn1"}[m["layer"]]),
+        (
+            rf"blocks\.(?P<s>[1345])\.res_blocks\.(?P<b>\d+)\.(?P<layer>{block})",
+            lambda m: f"{_PTV_I3D_STAGES[m['s']]}.{m['b']}.{_PTV_BLOCK[m['layer']]}",
+        ),
+        (r"blocks\.6\.proj", lambda m: "fc"),
+    ]
+
+
 def _pyslowfast_rules(two_pathways: bool) -> list[Rule]:
     block, stem = _alternatives(_PYSF_BLOCK), _alternatives(_PYSF_STEM)
     paths = "[01]" if two_pathways else "0"
@@ -125,8 +141,18 @@ def _pyslowfast_rules(two_pathways: bool) -> list[Rule]:
     return rules
 
 
-# tubelet model name -> whether it has two pathways.
-MODELS: dict[str, bool] = {"slowfast_r50": True, "slow_r50": False}
+# tubelet model name -> the renaming rules of each format that has the model.
+RULES: dict[str, dict[str, Callable[[], list[Rule]]]] = {
+    "pytorchvideo": {
+        "slowfast_r50": lambda: _pytorchvideo_rules(True),
+        "slow_r50": lambda: _pytorchvideo_rules(False),
+        "i3d_r50": _pytorchvideo_i3d_rules,
+    },
+    "pyslowfast": {
+        "slowfast_r50": lambda: _pyslowfast_rules(True),
+        "slow_r50": lambda: _pyslowfast_rules(False),
+    },
+}
 
 
 def _rename(
@@ -151,29 +177,26 @@ def _rename(
         )
         raise ValueError(
             f"{len(unknown)} key(s) are not part of a {fmt} {name} state dict: {shown}. "
-            f"Check checkpoint_format (known for these models: 'pytorchvideo', 'pyslowfast') and "
-            f"the model name."
+            f"Check checkpoint_format (known for these models: {', '.join(RULES)}) and the model name."
         )
     return out
 
 
-def _check_model(name: str, fmt: str) -> bool:
-    if name not in MODELS:
+def _convert(name: str, state: dict[str, torch.Tensor], fmt: str) -> dict[str, torch.Tensor]:
+    if name not in RULES[fmt]:
         raise ValueError(
-            f"no {fmt} importer for model {name!r}; supported: {', '.join(sorted(MODELS))}"
+            f"no {fmt} importer for model {name!r}; supported: {', '.join(sorted(RULES[fmt]))}"
         )
-    return MODELS[name]
+    return _rename(name, state, fmt, RULES[fmt][name]())
 
 
 @register_format("pytorchvideo")
 def from_pytorchvideo(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map a PyTorchVideo `create_slowfast` / `create_resnet` state dict onto tubelet `name`."""
-    two_pathways = _check_model(name, "pytorchvideo")
-    return _rename(name, state, "pytorchvideo", _pytorchvideo_rules(two_pathways))
+    return _convert(name, state, "pytorchvideo")
 
 
 @register_format("pyslowfast")
 def from_pyslowfast(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map a PySlowFast `SlowFast` / `ResNet` (Slow) state dict onto tubelet `name`."""
-    two_pathways = _check_model(name, "pyslowfast")
-    return _rename(name, state, "pyslowfast", _pyslowfast_rules(two_pathways))
+    return _convert(name, state, "pyslowfast")
