@@ -225,14 +225,100 @@ def _i3d(shape: Shape) -> Pair:
     )
 
 
+class _HFLogits(nn.Module):
+    """A Hugging Face classifier as a module returning its logits tensor (no extra parameters)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+# Hugging Face TimesformerConfig sizes of tubelet's variants: (hidden, heads, MLP), 12 blocks.
+_TIMESFORMER_SIZES = {"timesformer_base": (768, 12, 3072), "timesformer_small": (384, 6, 1536)}
+
+
+def _timesformer(name: str) -> PeerSpec:
+    """Hugging Face `TimesformerForVideoClassification` (its own eager attention, divided
+    space-time) sized for the benchmark clip, imported through its save_pretrained folder."""
+
+    def build(shape: Shape) -> Pair:
+        from transformers import TimesformerConfig, TimesformerForVideoClassification
+
+        hidden, heads, mlp = _TIMESFORMER_SIZES[name]
+        config = TimesformerConfig(
+            image_size=shape.size,
+            num_frames=shape.frames,
+            hidden_size=hidden,
+            num_attention_heads=heads,
+            intermediate_size=mlp,
+            num_labels=NUM_CLASSES,
+        )
+        torch.manual_seed(0)
+        peer = TimesformerForVideoClassification(config)
+        with torch.no_grad():  # HF starts it at zero; random, so the output check covers it
+            peer.timesformer.embeddings.time_embeddings.normal_(0.0, 0.02)
+        with tempfile.TemporaryDirectory() as folder:
+            peer.save_pretrained(folder)
+            tubelet = create_model(name, checkpoint=folder, checkpoint_format="transformers")
+        return Pair(
+            tubelet,
+            _HFLogits(peer),
+            lambda x: x.transpose(1, 2),  # HF takes (B, T, C, H, W)
+            "transformers TimesformerForVideoClassification",
+            "save_pretrained folder -> create_model(checkpoint_format='transformers')",
+        )
+
+    return PeerSpec(f"transformers {name}", build)
+
+
+# Hugging Face VideoMAEConfig sizes of tubelet's video ViTs: (hidden, heads, MLP), 12 blocks.
+_VIDEOMAE_SIZES = {"vit_b_16_video": (768, 12, 3072), "vit_s_16_video": (384, 6, 1536)}
+
+
+def _videomae(name: str) -> PeerSpec:
+    """Hugging Face `VideoMAEForVideoClassification` (mean pooling, 2x16x16 tubelets) sized for the
+    benchmark clip, imported through its save_pretrained folder."""
+
+    def build(shape: Shape) -> Pair:
+        from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+        hidden, heads, mlp = _VIDEOMAE_SIZES[name]
+        config = VideoMAEConfig(
+            image_size=shape.size, num_frames=shape.frames, hidden_size=hidden,
+            num_attention_heads=heads, intermediate_size=mlp, num_labels=NUM_CLASSES,
+        )  # fmt: skip
+        torch.manual_seed(0)
+        peer = VideoMAEForVideoClassification(config)
+        with tempfile.TemporaryDirectory() as folder:
+            peer.save_pretrained(folder)
+            tubelet = create_model(name, checkpoint=folder, checkpoint_format="transformers")
+        return Pair(
+            tubelet,
+            _HFLogits(peer),
+            lambda x: x.transpose(1, 2),  # HF takes (B, T, C, H, W)
+            "transformers VideoMAEForVideoClassification",
+            "save_pretrained folder -> create_model(checkpoint_format='transformers')",
+        )
+
+    return PeerSpec(f"transformers {name}", build)
+
+
 PEERS: dict[str, PeerSpec] = {
     "r3d_18": _torchvision("r3d_18"),
     "mc3_18": _torchvision("mc3_18"),
     "r2plus1d_18": _torchvision("r2plus1d_18"),
     "s3d": _torchvision("s3d"),
+    "swin3d_t": _torchvision("swin3d_t"),
     "slow_r50": PeerSpec("pytorchvideo slow_r50", _slow),
     "i3d_r50": PeerSpec("pytorchvideo i3d_r50", _i3d),
     "slowfast_r50": PeerSpec("pytorchvideo slowfast_r50", _slowfast),
+    "timesformer_base": _timesformer("timesformer_base"),
+    "timesformer_small": _timesformer("timesformer_small"),
+    "vit_b_16_video": _videomae("vit_b_16_video"),
+    "vit_s_16_video": _videomae("vit_s_16_video"),
 }
 QUICK_MODELS = ("r3d_18",)
 
@@ -441,7 +527,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for module in ("torch", "torchvision", "pytorchvideo", "tubelet"):
+    for module in ("torch", "torchvision", "pytorchvideo", "transformers", "tubelet"):
         try:
             found[module] = str(__import__(module).__version__)
         except Exception as error:

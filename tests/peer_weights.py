@@ -21,5 +21,6 @@ def randomise(peer: nn.Module, seed: int = 0) -> nn.Module:
                 m.num_batches_tracked.fill_(7)
             elif isinstance(m, nn.Linear):
                 m.weight.normal_(0.0, m.in_features**-0.5)
-                m.bias.normal_(0.0, 0.1)
+                if m.bias is not None:
+                    m.bias.normal_(0.0, 0.1)
     return peer.eval()

@@ -1,5 +1,7 @@
+import pytest
+
 from tubelet.data import ClipSpec, build_dataset, build_loader
-from tubelet.data.loader import ShuffleSampler, names_a_direction
+from tubelet.data.loader import ShardSampler, ShuffleSampler, names_a_direction
 
 
 def test_direction_words_switch_flips_off():
@@ -37,3 +39,28 @@ def test_evaluation_loader_keeps_every_video_once_in_order(list_dataset):
     batches = list(loader)
     assert [b["index"].tolist() for b in batches] == [[0, 2], [3]]
     assert sum(b["skipped"] for b in batches) == 1
+
+
+def test_distributed_shares_are_disjoint_equal_and_follow_one_order():
+    whole = ShuffleSampler(11, seed=3)
+    shares = [ShuffleSampler(11, seed=3, rank=r, world_size=3) for r in range(3)]
+    for epoch in (0, 1):
+        for sampler in (whole, *shares):
+            sampler.set_epoch(epoch)
+        order = list(whole)
+        lists = [list(s) for s in shares]
+        assert [len(s) for s in shares] == [len(x) for x in lists] == [3, 3, 3]
+        # Process r takes every third index of the common order from r on; the last 2 are left out.
+        assert lists == [order[r:9:3] for r in range(3)]
+        assert len(set(sum(lists, []))) == 9
+    with pytest.raises(ValueError, match="cannot be shared among 4 processes"):
+        ShuffleSampler(3, rank=0, world_size=4)
+    with pytest.raises(ValueError, match="rank must be in"):
+        ShuffleSampler(10, rank=2, world_size=2)
+
+
+def test_evaluation_shards_cover_every_video_once_without_padding():
+    shards = [list(ShardSampler(7, rank=r, world_size=3)) for r in range(3)]
+    assert shards == [[0, 3, 6], [1, 4], [2, 5]]
+    assert [len(ShardSampler(7, rank=r, world_size=3)) for r in range(3)] == [3, 2, 2]
+    assert sorted(sum(shards, [])) == list(range(7))

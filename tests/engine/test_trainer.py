@@ -3,13 +3,23 @@ import math
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from tubelet.data.datasets import collate_clips
 from tubelet.data.loader import ShuffleSampler
 from tubelet.engine.run import RunDir
-from tubelet.engine.trainer import OptimConfig, Trainer, warmup_cosine
+from tubelet.engine.trainer import (
+    OptimConfig,
+    RuntimeConfig,
+    Trainer,
+    grad_scaler,
+    prepare_model,
+    to_channels_last,
+    warmup_cosine,
+)
+from tubelet.models import create_model
 from tubelet.tasks import ClassificationTask
 
 
@@ -168,3 +178,97 @@ def test_bad_settings_are_refused():
         OptimConfig(precision="fp8")
     with pytest.raises(ValueError, match="at least 1"):
         OptimConfig(accumulate=0)
+
+
+def _copy_pair(name, **kw):
+    torch.manual_seed(0)
+    plain = create_model(name, num_classes=5, **kw)
+    ckpt = create_model(name, num_classes=5, **kw)
+    ckpt.load_state_dict(plain.state_dict())
+    return plain.train(), ckpt.train()
+
+
+@pytest.mark.parametrize(
+    ("name", "kw", "shape"),
+    [
+        ("r2plus1d_18", {"width": 4}, (2, 3, 4, 32, 32)),
+        ("vit_s_16_video", {"width": 8, "depth": 2, "num_heads": 2}, (2, 3, 4, 32, 32)),
+    ],
+)
+def test_grad_checkpointing_leaves_outputs_and_gradients_equal(name, kw, shape):
+    plain, ckpt = _copy_pair(name, **kw)
+    ckpt = prepare_model(ckpt, RuntimeConfig(grad_checkpointing=True), torch.device("cpu"))
+    assert ckpt.grad_checkpointing
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    out_plain, out_ckpt = plain(x), ckpt(x)
+    torch.testing.assert_close(out_ckpt, out_plain, rtol=1e-5, atol=1e-6)
+    out_plain.square().sum().backward()
+    out_ckpt.square().sum().backward()
+    for (key, a), b in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=key)
+    for a, b in zip(plain.buffers(), ckpt.buffers(), strict=True):  # BatchNorm statistics
+        torch.testing.assert_close(b, a)
+
+
+def test_channels_last_changes_layout_not_results():
+    plain, fast = _copy_pair("r2plus1d_18", width=4)
+    fast = prepare_model(fast, RuntimeConfig(channels_last=True), torch.device("cpu"))
+    conv = next(m for m in fast.modules() if isinstance(m, nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert to_channels_last(x).is_contiguous(memory_format=torch.channels_last_3d)
+    assert to_channels_last(x[:, :, 0]).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast(to_channels_last(x)), plain(x), rtol=1e-4, atol=1e-5)
+
+
+def test_trainer_applies_the_runtime_switches(tmp_path):
+    model = create_model("r2plus1d_18", num_classes=2, width=4)
+    train = Blobs(8, seed=1)
+    trainer = Trainer(
+        model, ClassificationTask(2), train_loader=DataLoader(train, collate_fn=collate_clips),
+        val_loader=DataLoader(train, collate_fn=collate_clips), config=OptimConfig(epochs=1),
+        run=RunDir(tmp_path / "b"), spec={"model": "r2plus1d_18", "model_args": {}},
+        runtime=RuntimeConfig(grad_checkpointing=True), show_progress=False,
+    )  # fmt: skip
+    assert trainer.model.grad_checkpointing and trainer.train_model is trainer.model
+    with pytest.raises(ValueError, match="has no set_grad_checkpointing"):
+        prepare_model(nn.Linear(2, 2), RuntimeConfig(grad_checkpointing=True), torch.device("cpu"))
+    with pytest.raises(ValueError, match="parallel must be one of"):
+        RuntimeConfig(parallel="zero3")
+
+
+def test_fp16_trains_with_loss_scaling(tmp_path):
+    trainer = _trainer(tmp_path, epochs=2)
+    trainer.config = OptimConfig(epochs=2, lr=0.05, precision="fp16", grad_clip=1.0)
+    trainer.scaler = grad_scaler(trainer.device, "fp16")
+    assert trainer.scaler.is_enabled()
+    assert not grad_scaler(trainer.device, "bf16").is_enabled()
+    summary = trainer.fit()
+    assert summary["val_top1"] > 0.9
+    assert trainer.scaler.get_scale() > 0
+    state = torch.load(tmp_path / "last" / "trainer_state.pt", weights_only=False)
+    assert state["scaler"]["scale"] == trainer.scaler.get_scale()
+
+
+def test_accumulation_steps_the_schedule_once_per_group(tmp_path):
+    # 64 clips in batches of 8 -> 8 batches; groups of 3 -> steps after batches 3, 6 and 8.
+    trainer = _trainer(tmp_path, epochs=2, batch_size=8, accumulate=3)
+    assert trainer.steps_per_epoch == 3
+    trainer.fit()
+    assert trainer.scheduler.last_epoch == 6
+    assert next(iter(trainer.optimizer.state.values()))["step"].item() == 6
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["data_wait_s"] + record["compute_s"] == pytest.approx(record["epoch_time_s"])
+
+
+def test_compiled_model_trains_and_saves_plain_keys(tmp_path):
+    # "aot_eager" traces forward and backward as "inductor" does but builds no C++ kernels: inductor
+    # took minutes for this tiny model on the shared 2-core machine.
+    trainer = _trainer(tmp_path, epochs=1)
+    runtime = RuntimeConfig(compile=True, compile_backend="aot_eager")
+    trainer.model = prepare_model(trainer.model, runtime, trainer.device)
+    trainer.train_model = trainer.model
+    summary = trainer.fit()
+    assert summary["val_top1"] > 0.8
+    # Keys without torch.compile's "_orig_mod." prefix, so the checkpoint loads into a plain model.
+    assert set(load_file(tmp_path / "best" / "model.safetensors")) == {"1.weight", "1.bias"}

@@ -7,11 +7,14 @@ import torch
 from safetensors.torch import save_file
 from torch.nn.modules.module import register_module_forward_pre_hook
 
-from tubelet.models import create_model, list_models
+from tubelet.models import create_model, list_models, model_kind, register_model
+from tubelet.models.registry import KINDS
 
 CLIP = (1, 3, 4, 32, 32)
 # Models whose trunk needs a longer tiny clip than CLIP's 4 frames: name -> frames.
 FRAMES = {"s3d": 5}
+# Models whose head reads the class token, index 0 of (B, D, 1 + T*N) token features.
+CLASS_TOKEN = {"timesformer_base", "timesformer_small", "frame2d_transformer"}
 
 
 def tiny(name: str, **kwargs) -> torch.nn.Module:
@@ -26,11 +29,20 @@ def clip(shape=CLIP, seed: int = 0, name: str = "") -> torch.Tensor:
 
 
 def test_registry_holds_the_first_families():
-    assert {"frame2d_resnet18", "r2plus1d_18", "r3d_18", "mc3_18"} <= set(list_models())
+    assert {"frame2d_resnet18", "r2plus1d_18", "r3d_18", "mc3_18"} <= set(list_models("video"))
     assert list_models() == sorted(list_models())
 
 
-@pytest.mark.parametrize("name", list_models())
+def test_every_model_has_a_kind_and_kinds_partition_the_registry():
+    by_kind = [name for kind in KINDS for name in list_models(kind)]
+    assert sorted(by_kind) == list_models()
+    assert model_kind("frame_transformer") == "features"
+    assert model_kind("videomae_pretrain") == "pretrain"
+    with pytest.raises(ValueError, match="kind must be one of"):
+        register_model(lambda: None, kind="audio")
+
+
+@pytest.mark.parametrize("name", list_models("video"))
 def test_forward_shapes_and_head_split(name):
     model = tiny(name).eval()
     x = clip(name=name)
@@ -41,18 +53,21 @@ def test_forward_shapes_and_head_split(name):
         assert torch.equal(model.forward_head(feats), logits)
     assert model.num_classes == 5
     assert logits.shape == (1, 5)
-    assert feats.ndim == 5 and feats.shape[:2] == (1, model.num_features)
+    assert feats.shape[:2] == (1, model.num_features)
     assert pooled.shape == (1, model.num_features)
-    assert torch.allclose(pooled, feats.mean(dim=(2, 3, 4)))
+    if name in CLASS_TOKEN:
+        assert feats.ndim == 3 and torch.equal(pooled, feats[:, :, 0])
+    else:
+        assert feats.ndim == 5 and torch.allclose(pooled, feats.mean(dim=(2, 3, 4)))
     assert torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("video"))
 def test_width_scales_channels(name):
     assert create_model(name, width=16).num_features == 2 * tiny(name).num_features
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("video"))
 def test_reset_classifier(name):
     model = tiny(name).eval()
     model.reset_classifier(11)
@@ -64,7 +79,7 @@ def test_reset_classifier(name):
     assert model(clip(name=name).double()).dtype == torch.float64
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("video"))
 def test_dropout_acts_only_in_training(name):
     model = tiny(name, dropout=0.5)
     x = clip((2, 3, 4, 32, 32), name=name)
@@ -77,7 +92,7 @@ def test_dropout_acts_only_in_training(name):
     assert not torch.allclose(dropped, model.eval().forward_head(feats))
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("video"))
 def test_grad_checkpointing_changes_nothing(name):
     plain = tiny(name).train()
     ckpt = copy.deepcopy(plain)
@@ -110,7 +125,7 @@ def test_grad_checkpointing_changes_nothing(name):
     assert not ckpt.grad_checkpointing
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("video"))
 def test_channels_last_changes_nothing(name):
     model = tiny(name).eval()
     x = clip(name=name)

@@ -1,7 +1,10 @@
+import pytest
 import torch
 
 from tubelet.nn.attention import (
     Attention,
+    AttentionCost,
+    attention_cost,
     joint_attention,
     spatial_attention,
     temporal_attention,
@@ -48,3 +51,43 @@ def test_a_boolean_mask_blocks_attention() -> None:
     alone = torch.eye(4, dtype=torch.bool)  # each token sees only itself
     expected = attn.proj(attn.qkv(x)[..., 16:])  # its own value
     torch.testing.assert_close(attn(x, alone), expected, atol=1e-5, rtol=0)
+
+
+def test_attention_cost_reproduces_the_timesformer_arithmetic() -> None:
+    # ViT-B/16 at 224 px, 8 frames: N = 14 * 14 = 196 patches per frame, width 768.
+    cost = attention_cost(8, 196, 768, window=(8, 7, 7))
+    assert cost["joint"].tokens_attended == 1568  # 8 * 196
+    assert cost["divided"].tokens_attended == 204  # 8 + 196
+    assert cost["space_only"].tokens_attended == 196
+    assert cost["windowed"].tokens_attended == 392  # 8 * 7 * 7
+    assert cost["joint"].tokens_attended / cost["divided"].tokens_attended == pytest.approx(
+        7.686, abs=1e-3
+    )
+    assert cost["joint"].qk_macs_per_token == 1568 * 768 == 1_204_224
+    assert cost["divided"].av_macs_per_token == 204 * 768 == 156_672
+    assert cost["joint"].qk_macs_per_clip == 1_888_223_232  # 1568^2 * 768
+    assert cost["divided"].qk_macs_per_clip == 245_661_696  # 1568 * 204 * 768
+    assert cost["windowed"].av_macs_per_clip == 472_055_808  # 1568 * 392 * 768
+
+
+def test_attention_cost_small_case_by_hand_and_window_clipping() -> None:
+    cost = attention_cost(2, 3, 4, window=4)
+    assert set(cost) == {"joint", "divided", "space_only", "windowed"}
+    assert cost["joint"] == AttentionCost(6, 24, 24, 144, 144)
+    assert cost["divided"] == AttentionCost(5, 20, 20, 120, 120)
+    assert cost["space_only"] == AttentionCost(3, 12, 12, 72, 72)
+    assert cost["windowed"] == AttentionCost(4, 16, 16, 96, 96)
+    # A window larger than the clip covers the clip: the same work as joint attention.
+    assert attention_cost(2, 3, 4, window=(4, 7, 7))["windowed"] == cost["joint"]
+    assert "windowed" not in attention_cost(2, 3, 4)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [((0, 3, 4), "frames"), ((2, 0, 4), "patches"), ((2, 3, 0), "dim")],
+)
+def test_attention_cost_rejects_empty_sizes(args, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        attention_cost(*args)
+    with pytest.raises(ValueError, match="window"):
+        attention_cost(2, 3, 4, window=(2, 0, 7))

@@ -53,8 +53,18 @@ def train(
     epochs: Annotated[int, typer.Option()] = 10,
     batch_size: Annotated[int, typer.Option()] = 8,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = 1e-3,
-    precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
+    precision: Annotated[
+        str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 with loss scaling).")
+    ] = "fp32",
     accumulate: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
+    grad_checkpointing: Annotated[
+        bool, typer.Option(help="Recompute activations in backward (less memory, more time).")
+    ] = False,
+    channels_last: Annotated[bool, typer.Option(help="Channels-last memory layout.")] = False,
+    compile: Annotated[bool, typer.Option(help="torch.compile the model.")] = False,
+    fsdp: Annotated[
+        bool, typer.Option(help="Under torchrun: shard the model (FSDP) instead of DDP.")
+    ] = False,
     flip: Annotated[
         bool | None,
         typer.Option(
@@ -67,18 +77,31 @@ def train(
     workers: Annotated[int | None, typer.Option(help="Decoding worker processes.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path | None, typer.Option(help="Run folder (resumed if it exists).")] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="A `tubelet pretrain` run: fine-tune its encoder (layer-wise lr decay)."),
+    ] = None,
+    features: Annotated[
+        Path | None,
+        typer.Option(help="A `tubelet extract` folder: train a temporal head on its features."),
+    ] = None,
 ) -> None:
     """Train a model (action recognition by default); resumes the run in --out if interrupted."""
+    from tubelet.engine.distributed import launched_rank
+    from tubelet.engine.finetune import pretrained_classifier
     from tubelet.engine.jobs import TrainJob, default_model, default_workers
     from tubelet.engine.jobs import train as train_job
 
-    model = model or run_job(lambda: default_model(task))
+    model = model or ("frame_transformer" if features else None)  # the default on features
+    model = model or run_job(lambda: pretrained_classifier(init) if init else default_model(task))
     job = TrainJob(
         out=out or Path("runs") / model,
         task=task,
         data=data,
         model=model,
         model_args=parse_model_args(model_arg),
+        init=init,
+        features=features,
         frames=frames,
         sampling=sampling,
         stride=stride,
@@ -88,12 +111,18 @@ def train(
         lr=lr,
         precision=precision,
         accumulate=accumulate,
+        grad_checkpointing=grad_checkpointing,
+        channels_last=channels_last,
+        compile=compile,
+        fsdp=fsdp,
         flip=flip,
         bad_files=bad_files,
         workers=default_workers() if workers is None else workers,
         seed=seed,
     )
     summary = run_job(lambda: train_job(job, on_data=data_bar()))
+    if launched_rank() != 0:  # under torchrun, rank 0 prints
+        return
     table = Table(title=f"{model}: {job.out.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -115,7 +144,9 @@ def evaluate(
     batch_size: Annotated[int, typer.Option()] = 8,
     workers: Annotated[int | None, typer.Option()] = None,
 ) -> None:
-    """Evaluate a trained model on the val split with multi-view testing."""
+    """Evaluate a trained model on the val split with multi-view testing (detectors: mAP per tIoU)."""
+    if run_job(lambda: detect.is_detection_run(checkpoint)):
+        return detect.evaluate_detection(checkpoint, data, batch_size)
     from tubelet.engine.jobs import default_workers
     from tubelet.engine.jobs import evaluate as evaluate_job
 
@@ -162,11 +193,15 @@ def predict(
 
 @app.command()
 def models() -> None:
-    """List the registered models."""
-    from tubelet.models import list_models
+    """List the registered models with their kind (what they take and give)."""
+    from tubelet.models import list_models, model_kind
 
+    table = Table(title="registered models")
+    table.add_column("model")
+    table.add_column("kind")
     for name in list_models():
-        console.print(name)
+        table.add_row(name, model_kind(name))
+    console.print(table)
 
 
 @app.command()
@@ -302,7 +337,14 @@ def _most_common(counts: Any) -> str:
 
 
 # The other tasks' command modules register their commands on `app` when imported (one line each).
-# (none yet)
+from tubelet.cli import (  # noqa: E402
+    detect,  # noqa: F401
+    extract,  # noqa: F401
+    flow,  # noqa: F401
+    generate,  # noqa: F401
+    memory,  # noqa: F401
+    pretrain,  # noqa: F401
+)
 
 
 def main() -> None:

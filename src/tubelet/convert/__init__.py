@@ -130,5 +130,6 @@ def _tubelet(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 from tubelet.convert import pytorchvideo as _pytorchvideo  # noqa: E402,F401  (registers its formats)
+from tubelet.convert import raft as _raft  # noqa: E402,F401  (registers its format)
 from tubelet.convert import torchvision as _torchvision  # noqa: E402,F401  (registers its format)
 from tubelet.convert import transformers as _transformers  # noqa: E402,F401  (registers its format)

@@ -28,7 +28,12 @@ PEERS: dict[str, str] = {
     "mc3_18": "torchvision.models.video.mc3_18",
     "r2plus1d_18": "torchvision.models.video.r2plus1d_18",
     "r3d_18": "torchvision.models.video.r3d_18",
+    "raft_large": "torchvision.models.optical_flow.raft_large",
+    "raft_small": "torchvision.models.optical_flow.raft_small",
     "s3d": "torchvision.models.video.s3d",
+    "swin3d_t": "torchvision.models.video.swin3d_t",
+    "swin3d_s": "torchvision.models.video.swin3d_s",
+    "swin3d_b": "torchvision.models.video.swin3d_b",
 }
 
 
@@ -42,9 +47,17 @@ def _conv_head_to_linear(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
+def _head_to_fc(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Swin3D's classifier: `head` -> `fc` (the name every tubelet classifier uses)."""
+    return {("fc." + k[5:] if k.startswith("head.") else k): v for k, v in state.items()}
+
+
 # Key surgery beyond the shared steps, for the models whose peer names differ.
 RENAMES: dict[str, Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
     "s3d": _conv_head_to_linear,
+    "swin3d_t": _head_to_fc,
+    "swin3d_s": _head_to_fc,
+    "swin3d_b": _head_to_fc,
 }
 
 

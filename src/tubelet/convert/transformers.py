@@ -52,3 +52,279 @@ def from_transformers(name: str, state: dict[str, torch.Tensor]) -> dict[str, to
     """Map a Hugging Face state dict onto the keys of tubelet model `name`."""
     _supported(name)
     return CONVERTERS[name](state)
+
+
+# --- TimeSformer: `TimesformerForVideoClassification` -> `timesformer_base` / `timesformer_small` --
+
+# Hugging Face `attention_type` -> the builder's `attention`.
+TIMESFORMER_ATTENTION = {
+    "divided_space_time": "divided",
+    "joint_space_time": "joint",
+    "space_only": "space_only",
+}
+# `TimesformerConfig`'s defaults, for config.json files that leave a key out.
+_TIMESFORMER_DEFAULTS: dict[str, Any] = {
+    "image_size": 224,
+    "patch_size": 16,
+    "num_channels": 3,
+    "num_frames": 8,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-6,
+    "qkv_bias": True,
+    "attention_type": "divided_space_time",
+}
+# Renames inside `timesformer.encoder.layer.{i}.`, most specific first.
+_TIMESFORMER_BLOCK_KEYS = (
+    ("temporal_attention.attention.qkv.", "temporal_attn.qkv."),
+    ("temporal_attention.output.dense.", "temporal_attn.proj."),
+    ("temporal_layernorm.", "temporal_norm1."),
+    ("temporal_dense.", "temporal_fc."),
+    ("attention.attention.qkv.", "attn.qkv."),
+    ("attention.output.dense.", "attn.proj."),
+    ("layernorm_before.", "norm1."),
+    ("layernorm_after.", "norm2."),
+    ("intermediate.dense.", "mlp.fc1."),
+    ("output.dense.", "mlp.fc2."),
+)
+_TIMESFORMER_KEYS = {
+    "timesformer.embeddings.cls_token": "cls_token",
+    "timesformer.embeddings.position_embeddings": "pos_embed",
+    "timesformer.embeddings.time_embeddings": "time_embed",
+    "timesformer.embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+    "timesformer.embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+    "timesformer.layernorm.weight": "norm.weight",
+    "timesformer.layernorm.bias": "norm.bias",
+    "classifier.weight": "fc.weight",
+    "classifier.bias": "fc.bias",
+}
+
+
+def _square(config: dict[str, Any], key: str) -> int:
+    """An int size, or a square [s, s] one; TimeSformer's layers assume square images/patches."""
+    value = config[key]
+    if isinstance(value, list | tuple):
+        if len(value) != 2 or value[0] != value[1]:
+            raise ValueError(f"config.json {key}={value!r}: only square sizes are supported")
+        value = value[0]
+    return int(value)
+
+
+def timesformer_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A `TimesformerConfig` dict -> `timesformer_*` builder arguments.
+
+    Dropout and drop-path rates are not read: they act only in training, never on the outputs of
+    the imported model, whose head dropout is the builder's `dropout`.
+    """
+    if config.get("model_type") != "timesformer":
+        raise ValueError(
+            f"config.json describes a {config.get('model_type')!r} model, not a TimeSformer; "
+            "pass the folder of a TimesformerForVideoClassification.save_pretrained()"
+        )
+    config = {**_TIMESFORMER_DEFAULTS, **config}
+    if config["attention_type"] not in TIMESFORMER_ATTENTION:
+        raise ValueError(
+            f"config.json attention_type={config['attention_type']!r}; expected one of "
+            f"{sorted(TIMESFORMER_ATTENTION)}"
+        )
+    if config["hidden_act"] != "gelu":
+        raise ValueError(
+            f"config.json hidden_act={config['hidden_act']!r}: only 'gelu' is supported"
+        )
+    labels = config.get("id2label")
+    return {
+        "num_classes": len(labels) if labels else int(config.get("num_labels", 2)),
+        "width": int(config["hidden_size"]),
+        "depth": int(config["num_hidden_layers"]),
+        "num_heads": int(config["num_attention_heads"]),
+        "mlp_dim": int(config["intermediate_size"]),
+        "image_size": _square(config, "image_size"),
+        "patch_size": _square(config, "patch_size"),
+        "num_frames": int(config["num_frames"]),
+        "attention": TIMESFORMER_ATTENTION[config["attention_type"]],
+        "qkv_bias": bool(config["qkv_bias"]),
+        "layer_norm_eps": float(config["layer_norm_eps"]),
+        "in_channels": int(config["num_channels"]),
+    }
+
+
+def timesformer_key(key: str) -> str:
+    """One `TimesformerForVideoClassification` key as tubelet's; unknown keys come back unchanged
+    (the strict load then names them as unexpected)."""
+    if key in _TIMESFORMER_KEYS:
+        return _TIMESFORMER_KEYS[key]
+    prefix = "timesformer.encoder.layer."
+    if key.startswith(prefix):
+        index, _, rest = key.removeprefix(prefix).partition(".")
+        for old, new in _TIMESFORMER_BLOCK_KEYS:
+            if rest.startswith(old):
+                return f"blocks.{index}.{new}{rest.removeprefix(old)}"
+    return key
+
+
+def timesformer_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A `TimesformerForVideoClassification` state dict with tubelet's keys (same shapes)."""
+    return {timesformer_key(k): v for k, v in state.items()}
+
+
+TIMESFORMER_MODELS = ("timesformer_base", "timesformer_small")
+CONFIG_READERS.update(dict.fromkeys(TIMESFORMER_MODELS, timesformer_config))
+CONVERTERS.update(dict.fromkeys(TIMESFORMER_MODELS, timesformer_state))
+
+
+# -- VideoMAE: `vit_*_video` from VideoMAEForVideoClassification, `videomae_pretrain*` from
+# VideoMAEForPreTraining (tubelet.models.vit_video / tubelet.models.videomae) ---------------------
+# VideoMAEConfig's defaults, for the keys a config.json leaves out.
+_VIDEOMAE_DEFAULTS: dict[str, Any] = {
+    "patch_size": 16, "num_channels": 3, "tubelet_size": 2, "hidden_size": 768,
+    "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+    "hidden_act": "gelu", "layer_norm_eps": 1e-12, "qv_bias": True, "use_mean_pooling": True,
+    "decoder_num_attention_heads": 6, "decoder_hidden_size": 384, "decoder_num_hidden_layers": 4,
+    "decoder_intermediate_size": 1536, "norm_pix_loss": True,
+}  # fmt: skip
+# Hugging Face's LayerNorms outside the blocks (fc_norm, decoder.norm) use PyTorch's default eps.
+_HF_HEAD_NORM_EPS = 1e-5
+_HF_IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the statistics VideoMAEForPreTraining undoes
+_HF_IMAGENET_STD = (0.229, 0.224, 0.225)
+# Per-block module names: Hugging Face -> tubelet (query/key/value are merged into attn.qkv).
+_VIDEOMAE_BLOCK = {
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "attention.output.dense": "attn.proj",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+}
+_VIDEOMAE_MODULES = {
+    "videomae.embeddings.patch_embeddings.projection": "encoder.patch_embed.proj",
+    "videomae.layernorm": "encoder.norm",
+    "fc_norm": "fc_norm",
+    "classifier": "fc",
+    "encoder_to_decoder": "encoder_to_decoder",
+    "mask_token": "mask_token",
+    "decoder.norm": "decoder_norm",
+    "decoder.head": "decoder_head",
+}
+
+
+def _videomae_config(config: dict[str, Any]) -> dict[str, Any]:
+    config = {**_VIDEOMAE_DEFAULTS, **config}
+    if "qkv_bias" in config:  # the older name of qv_bias
+        config["qv_bias"] = config.pop("qkv_bias")
+    if config["hidden_act"] != "gelu":
+        raise ValueError(
+            f"VideoMAE config with hidden_act={config['hidden_act']!r}: tubelet's video ViT uses "
+            "exact GELU ('gelu') only"
+        )
+    patch = config["patch_size"]
+    if isinstance(patch, list | tuple):
+        if len(set(patch)) != 1:
+            raise ValueError(f"VideoMAE config with non-square patch_size {patch} is not supported")
+        config["patch_size"] = patch[0]
+    return config
+
+
+def _heads_width(hidden: int, heads: int, what: str) -> int:
+    if hidden % heads:
+        raise ValueError(
+            f"VideoMAE config: {what} hidden size {hidden} is not divisible by {heads}"
+        )
+    return hidden // heads
+
+
+def _videomae_encoder_args(c: dict[str, Any]) -> dict[str, Any]:
+    hidden, heads = c["hidden_size"], c["num_attention_heads"]
+    return {
+        "width": _heads_width(hidden, heads, "encoder"),
+        "depth": c["num_hidden_layers"],
+        "num_heads": heads,
+        "mlp_ratio": c["intermediate_size"] / hidden,
+        "tubelet_size": c["tubelet_size"],
+        "patch_size": c["patch_size"],
+        "in_chans": c["num_channels"],
+        "qkv_bias": c["qv_bias"],
+        "norm_eps": c["layer_norm_eps"],
+        "head_norm_eps": _HF_HEAD_NORM_EPS,
+    }
+
+
+def _vit_video_args(config: dict[str, Any]) -> dict[str, Any]:
+    c = _videomae_config(config)
+    if not c["use_mean_pooling"]:
+        raise ValueError(
+            "VideoMAEForVideoClassification with use_mean_pooling=false (first-token head) is not "
+            "supported; tubelet's video ViT classifies the mean of the tokens"
+        )
+    num_classes = len(c["id2label"]) if "id2label" in c else c.get("num_labels", 2)
+    return {**_videomae_encoder_args(c), "num_classes": num_classes}
+
+
+def _videomae_pretrain_args(config: dict[str, Any]) -> dict[str, Any]:
+    c = _videomae_config(config)
+    args = _videomae_encoder_args(c)
+    hidden, heads = c["decoder_hidden_size"], c["decoder_num_attention_heads"]
+    rgb = c["num_channels"] == 3  # Hugging Face undoes the ImageNet normalisation of RGB input
+    return {
+        **args,
+        "decoder_depth": c["decoder_num_hidden_layers"],
+        "decoder_heads": heads,
+        "decoder_width": _heads_width(hidden, heads, "decoder"),
+        "decoder_mlp_ratio": c["decoder_intermediate_size"] / hidden,
+        "encoder_norm": not c["use_mean_pooling"],
+        "norm_pix_loss": c["norm_pix_loss"],
+        "pixel_mean": _HF_IMAGENET_MEAN if rgb else None,
+        "pixel_std": _HF_IMAGENET_STD if rgb else None,
+    }
+
+
+def _videomae_layers(
+    state: dict[str, torch.Tensor], hf_prefix: str, prefix: str
+) -> dict[str, torch.Tensor]:
+    """Pop the blocks under `hf_prefix` from `state`; return them under tubelet's `prefix`.
+
+    query/key/value become one `attn.qkv`; the missing key bias is zero (see `VideoViT`). Older
+    checkpoints keep the biases as `q_bias`/`v_bias`; both forms are read.
+    """
+    layers: dict[int, dict[str, torch.Tensor]] = {}
+    for key in list(state):
+        index, _, rest = key.removeprefix(f"{hf_prefix}.").partition(".")
+        if key.startswith(f"{hf_prefix}.") and index.isdigit() and rest:
+            layers.setdefault(int(index), {})[rest] = state.pop(key)
+    out = {}
+    for i, parts in sorted(layers.items()):
+        attn = "attention.attention."
+        names = [f"{attn}{n}.weight" for n in ("query", "key", "value")]
+        if all(n in parts for n in names):
+            out[f"{prefix}.{i}.attn.qkv.weight"] = torch.cat([parts.pop(n) for n in names])
+        q_bias = parts.pop(f"{attn}query.bias", parts.pop(f"{attn}q_bias", None))
+        v_bias = parts.pop(f"{attn}value.bias", parts.pop(f"{attn}v_bias", None))
+        if q_bias is not None and v_bias is not None:
+            qkv_bias = torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
+            out[f"{prefix}.{i}.attn.qkv.bias"] = qkv_bias
+        for rest, value in parts.items():  # anything unknown stays visible to the strict load
+            module, _, leaf = rest.rpartition(".")
+            out[f"{prefix}.{i}.{_VIDEOMAE_BLOCK.get(module, module)}.{leaf}"] = value
+    return out
+
+
+def _convert_videomae(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face VideoMAE (classification or pre-training) keys -> tubelet keys."""
+    state = dict(state)
+    out = _videomae_layers(state, "videomae.encoder.layer", "encoder.blocks")
+    out.update(_videomae_layers(state, "decoder.decoder_layers", "decoder_blocks"))
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        if key in _VIDEOMAE_MODULES:
+            out[_VIDEOMAE_MODULES[key]] = value
+        else:
+            out[f"{_VIDEOMAE_MODULES.get(module, module)}.{leaf}".lstrip(".")] = value
+    return out
+
+
+VIT_VIDEO_MODELS = ("vit_b_16_video", "vit_s_16_video", "vit_t_16_video")
+VIDEOMAE_PRETRAIN_MODELS = ("videomae_pretrain", "videomae_pretrain_s", "videomae_pretrain_t")
+CONFIG_READERS.update(dict.fromkeys(VIT_VIDEO_MODELS, _vit_video_args))
+CONFIG_READERS.update(dict.fromkeys(VIDEOMAE_PRETRAIN_MODELS, _videomae_pretrain_args))
+CONVERTERS.update(dict.fromkeys(VIT_VIDEO_MODELS + VIDEOMAE_PRETRAIN_MODELS, _convert_videomae))

@@ -17,16 +17,20 @@ WEIGHTS = "model.safetensors"
 SPEC = "model.json"
 
 
-def save_model(folder: str | Path, model: nn.Module, spec: dict[str, Any]) -> Path:
+def save_model(
+    folder: str | Path, model: nn.Module, spec: dict[str, Any], *, state: dict | None = None
+) -> Path:
     """Write `folder/model.safetensors` and `folder/model.json`.
 
     `spec` must hold "model" (registered name) and "model_args" (its builder's keyword arguments,
     num_classes included); it may hold anything else needed to use the model (classes, clip settings).
     Files are written beside and renamed into place, so an interrupted save never leaves a torn file.
+    `state` replaces the model's own state dict (e.g. the gathered weights of a sharded model).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in _unwrap(model).state_dict().items()}
+    state = _unwrap(model).state_dict() if state is None else state
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     _atomic(folder / WEIGHTS, lambda p: save_file(state, str(p)))
     _atomic(folder / SPEC, lambda p: p.write_text(json.dumps(spec, indent=2)))
     return folder

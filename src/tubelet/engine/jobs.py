@@ -21,10 +21,12 @@ from tubelet.data import ClipSpec, build_dataset, build_loader
 from tubelet.data.sampling import temporal_views
 from tubelet.data.synthetic import ensure_synthetic_dataset
 from tubelet.data.transforms import EvalTransform
+from tubelet.engine import finetune
 from tubelet.engine.checkpoint import find_checkpoint, load_model
+from tubelet.engine.distributed import init_distributed, main_first
 from tubelet.engine.progress import TrainProgress
 from tubelet.engine.run import RunDir, seed_everything, versions
-from tubelet.engine.trainer import OptimConfig, Trainer, evaluate_loader
+from tubelet.engine.trainer import OptimConfig, RuntimeConfig, Trainer, evaluate_loader
 from tubelet.io import VideoReader
 from tubelet.models import architecture_args, create_model
 from tubelet.tasks import ClassificationTask
@@ -44,6 +46,8 @@ class TrainJob:
     data: Path | None = None
     model: str = "r2plus1d_18"
     model_args: dict[str, Any] = field(default_factory=dict)
+    init: Path | None = None  # a `tubelet pretrain` run whose encoder starts fine-tuning
+    features: Path | None = None  # a `tubelet extract` folder: train a temporal head on it
     frames: int = 8
     sampling: str = "uniform"
     stride: int = 2
@@ -60,13 +64,33 @@ class TrainJob:
     bad_files: str = "resample"
     workers: int = 1
     seed: int = 0
+    grad_checkpointing: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    fsdp: bool = False
 
 
 # Every task `tubelet train --task NAME` knows: the module whose `train(job, *, show_progress,
 # on_data) -> summary` runs it, and the model used when no --model is given.
 TASKS: dict[str, tuple[str, str]] = {
     "classification": ("tubelet.engine.jobs", "r2plus1d_18"),
+    "detection": ("tubelet.engine.detection", "actionformer_tiny"),
+    "generation": ("tubelet.engine.generation", "video_unet"),
+    "flow": ("tubelet.engine.flow", "raft_small"),
+    "pretrain": ("tubelet.engine.pretrain", "videomae_pretrain_s"),
 }
+
+
+# Switches that change memory, speed or devices but not what is learnt: a run may resume with others.
+RUNTIME_FIELDS = ("grad_checkpointing", "channels_last", "compile", "fsdp")
+
+
+def runtime_config(job: TrainJob) -> RuntimeConfig:
+    """The trainer's runtime switches from a job (every task's `train` passes it to `Trainer`)."""
+    return RuntimeConfig(
+        grad_checkpointing=job.grad_checkpointing, channels_last=job.channels_last,
+        compile=job.compile, parallel="fsdp" if job.fsdp else "ddp",
+    )  # fmt: skip
 
 
 def default_model(task: str) -> str:
@@ -88,7 +112,14 @@ def default_workers() -> int:
 
 def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None = None) -> dict:
     """Train (or resume) the run in `job.out` with the job of `job.task`; return its summary."""
+    if job.features is not None:  # classification on cached features
+        module = "tubelet.engine.features"
+        return importlib.import_module(module).train(job, show_progress=show_progress)
     module = TASKS[check_task(job.task)][0]
+    # Under torchrun: join the process group before loaders are built (they shard by rank), and
+    # let rank 0 alone write the built-in dataset.
+    if init_distributed().world_size > 1 and job.data is None:
+        main_first(lambda: ensure_synthetic_dataset(progress=on_data))
     if module != __name__:
         return importlib.import_module(module).train(
             job, show_progress=show_progress, on_data=on_data
@@ -119,7 +150,12 @@ def train_classification(
     val_set, _ = build_dataset(data_root, "val", train=False, **common)
     num_classes = len(annotations.classes)
     model_args = {**job.model_args, "num_classes": num_classes}
+    if job.init:  # the encoder's shape comes from the pre-training run
+        model_args = {**finetune.init_model_args(job.init, job.model), **model_args}
     model = create_model(job.model, **model_args)
+    groups = None
+    if job.init:  # its weights, a new head, layer-wise learning-rate decay
+        groups = finetune.finetune_groups(model, job.init, lr=job.lr, weight_decay=job.weight_decay)
     spec = {
         "model": job.model,
         "model_args": architecture_args(job.model, model_args),
@@ -143,8 +179,9 @@ def train_classification(
         warmup_epochs=job.warmup_epochs, accumulate=job.accumulate, precision=job.precision,
     )  # fmt: skip
     trainer = Trainer(
-        model, task, config=optim, run=run, spec=spec, show_progress=show_progress, **loaders
-    )
+        model, task, config=optim, run=run, spec=spec, show_progress=show_progress,
+        runtime=runtime_config(job), groups=groups, **loaders,
+    )  # fmt: skip
     return trainer.fit()
 
 
@@ -223,7 +260,7 @@ def jsonable(job: Any) -> dict[str, Any]:
 
 def check_same_run(previous: dict[str, Any], config: dict[str, Any], root: Path) -> None:
     """Refuse to resume a run folder whose saved settings differ from `config` (but for epochs)."""
-    ignore = {"epochs", "versions", "workers", "out"}
+    ignore = {"epochs", "versions", "workers", "out", *RUNTIME_FIELDS}
     differs = sorted(k for k in config if k not in ignore and previous.get(k) != config[k])
     if differs:
         changes = ", ".join(f"{k}: {previous.get(k)!r} -> {config[k]!r}" for k in differs)

@@ -1,16 +1,23 @@
-"""The generic trainer: AdamW, warm-up + cosine, bf16 autocast, accumulation, resume, best checkpoint.
+"""The generic trainer: AdamW, warm-up + cosine, bf16/fp16 autocast, accumulation, activation
+checkpointing, channels-last, torch.compile, DDP/FSDP under torchrun, resume, best checkpoint.
 
 The trainer knows nothing of a task but this duty list. A task provides
 `loss(model, batch) -> scalar tensor`, `new_meter()` (an object with `compute() -> dict`), and
 `evaluate_batch(model, batch, meter)`. A batch is a dict whose tensors share their first (batch)
 dimension; it may carry `bad_files` (the unreadable files met, as from `tubelet.data.collate_clips`),
 and a batch whose `video` is None (all of it unreadable) is skipped.
+
+Under `torchrun` (see `tubelet.engine.distributed`) every process runs the same `Trainer` on its share
+of the data; gradients are averaged across processes, evaluation meters are merged (each video
+counted once), and only rank 0 shows progress and writes the run folder. The batch size is per
+process: one optimizer step sees batch size x `accumulate` x processes clips.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
@@ -21,11 +28,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from tubelet.engine import distributed as dist
 from tubelet.engine.checkpoint import load_trainer_state, save_model, save_trainer_state
 from tubelet.engine.progress import TrainProgress
-from tubelet.engine.run import RunDir
+from tubelet.engine.run import RunDir, seed_everything
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class Meter(Protocol):
@@ -35,7 +43,7 @@ class Meter(Protocol):
 class Task(Protocol):
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor: ...
 
-    def new_meter(self) -> Meter: ...
+    def new_meter(self) -> Meter: ...  # with `merge(other)` for evaluation in several processes
 
     def evaluate_batch(self, model: nn.Module, batch: dict[str, Any], meter: Meter) -> None: ...
 
@@ -57,6 +65,30 @@ class OptimConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         if self.accumulate < 1 or self.epochs < 1:
             raise ValueError("epochs and accumulate must be at least 1")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How the model runs, not what it learns: each switch trades memory, speed or devices and leaves
+    the results equal up to numerical effects.
+
+    `grad_checkpointing`: the model's `set_grad_checkpointing()` (blocks recompute their activations
+    in backward: less memory, one more forward). `channels_last`: weights and inputs in
+    channels-last layout (`channels_last_3d` for 5-D tensors; faster Conv3d on recent cuDNN, measure
+    per model). `compile`: `torch.compile` the model in place with `compile_backend` ("inductor"
+    generates kernels; "aot_eager" only traces, for debugging). `parallel`: how several processes
+    share the model, "ddp" (a copy each) or "fsdp" (parameters, gradients and optimizer state sharded).
+    """
+
+    grad_checkpointing: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    compile_backend: str = "inductor"
+    parallel: str = "ddp"
+
+    def __post_init__(self) -> None:
+        if self.parallel not in dist.PARALLEL:
+            raise ValueError(f"parallel must be one of {dist.PARALLEL}, not {self.parallel!r}")
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int) -> float:
@@ -84,7 +116,13 @@ class Trainer:
     (the highest value, or the lowest with `minimize=True`).
 
     The run folder gets `last/` (weights + trainer state, written every epoch) and `best/`. Calling
-    `fit()` on a run folder that has `last/` resumes after its last finished epoch.
+    `fit()` on a run folder that has `last/` resumes after its last finished epoch. `groups`
+    replaces the default AdamW parameter groups (each may set its own "lr", which the schedule
+    scales; e.g. layer-wise decay in `tubelet.engine.finetune`).
+
+    `self.model` is the user's module (what is saved); `self.train_model` is what runs the training
+    forward (the module, or its DDP wrapper). In a process group (`init_distributed()` is called
+    here, so `torchrun` is enough) each process seeds torch with the current seed plus its rank.
     """
 
     def __init__(
@@ -101,9 +139,17 @@ class Trainer:
         minimize: bool = False,
         device: torch.device | None = None,
         show_progress: bool = True,
+        runtime: RuntimeConfig | None = None,
+        groups: list[dict[str, Any]] | None = None,
     ) -> None:
-        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = model.to(self.device)
+        self.env = dist.init_distributed()
+        self.runtime = runtime or RuntimeConfig()
+        self.device = device or dist.default_device(self.env)
+        if self.env.world_size > 1:
+            seed_everything(torch.initial_seed() + self.env.rank)
+        self.model = prepare_model(model, self.runtime, self.device)
+        self.train_model = dist.wrap_model(self.model, self.runtime.parallel, self.device)
+        self.fsdp = self.env.world_size > 1 and self.runtime.parallel == "fsdp"
         self.task = task
         self.train_loader = train_loader
         self.val_loader = val_loader
@@ -112,8 +158,14 @@ class Trainer:
         self.spec = spec
         self.monitor = monitor
         self.minimize = minimize
-        self.show_progress = show_progress
-        self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
+        self.show_progress = show_progress and self.env.is_main
+        if groups is not None and self.fsdp:
+            raise ValueError("parameter groups of the unsharded model cannot be used with FSDP")
+        # After wrapping: FSDP replaces the parameters by sharded ones.
+        self.optimizer = torch.optim.AdamW(
+            groups or param_groups(self.model, config.weight_decay), lr=config.lr
+        )
+        self.scaler = grad_scaler(self.device, config.precision)
         self.steps_per_epoch = math.ceil(len(train_loader) / config.accumulate)
         total = config.epochs * self.steps_per_epoch
         warmup = min(total // 2, max(1, round(config.warmup_epochs * self.steps_per_epoch)))
@@ -129,28 +181,34 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs; return (and write) the run summary."""
-        self.run.root.mkdir(parents=True, exist_ok=True)
+        if self.env.is_main:
+            self.run.root.mkdir(parents=True, exist_ok=True)
+        dist.barrier()
         self._resume()
         with TrainProgress(enabled=self.show_progress) as progress:
             while self.epoch < self.config.epochs:
                 train_stats = self._train_epoch(progress)
                 val = self.evaluate(self.val_loader, progress=progress, split="val")
+                self._gather_bad_files()
                 self.epoch += 1
                 record = {
                     "epoch": self.epoch,
                     **train_stats,
                     **{f"val_{k}": v for k, v in val.items() if not isinstance(v, list)},
                 }
-                self.run.log_metrics(record)
+                if self.env.is_main:
+                    self.run.log_metrics(record)
+                # Every process holds the same merged metrics, so all take the same branch (FSDP
+                # needs every process to gather the weights for saving).
                 if not self.best or self._improves(val[self.monitor]):
                     self.best = {"epoch": self.epoch, **val}
-                    save_model(self.run.best, self.model, self.spec)
+                    self._save_model(self.run.best)
                 self._save_last()
                 progress.log_epoch(record)
         return self._summarise()
 
     def _train_epoch(self, progress: TrainProgress) -> dict[str, float]:
-        self.model.train()
+        self.train_model.train()
         sampler = getattr(self.train_loader, "sampler", None)
         for obj in (self.train_loader.dataset, sampler):
             if hasattr(obj, "set_epoch"):
@@ -166,60 +224,122 @@ class Trainer:
             self._note_bad(batch, "train")
             # The last group of an epoch may hold fewer than `accumulate` batches.
             group = min(accumulate, num_batches - (i // accumulate) * accumulate)
-            if batch.get("video", ()) is not None:
+            sync = (i + 1) % accumulate == 0 or i + 1 == num_batches
+            has_batch = batch.get("video", ()) is not None
+            by_hand = self._must_sync_by_hand(has_batch, sync)
+            if has_batch:
                 batch = self._to_device(batch)
-                with self._autocast():
-                    loss = self.task.loss(self.model, batch)
-                (loss / group).backward()
+                with self._no_sync(not sync or by_hand):
+                    with self._autocast():
+                        loss = self.task.loss(self.train_model, batch)
+                    self.scaler.scale(loss / group).backward()
                 loss_sum += loss.item()
                 loss_count += 1
                 clips += batch_size(batch)
-            if (i + 1) % accumulate == 0 or i + 1 == num_batches:
-                if self.config.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
+            if by_hand:
+                dist.all_reduce_gradients(self.model)
+            if sync:
+                self._step()
             elapsed = time.perf_counter() - start
             progress.update(
                 task_id, loss=loss_sum / max(1, loss_count), clips_per_s=clips / elapsed,
                 wait_share=wait / elapsed,
             )  # fmt: skip
         elapsed = time.perf_counter() - start
+        # Over all processes: summed losses, counts, clips; the mean share of time spent waiting.
+        loss_sum, loss_count, clips, wait = dist.all_reduce_sum([loss_sum, loss_count, clips, wait])
+        wait /= self.env.world_size
         self.train_time += elapsed
-        self.clips_seen += clips
+        self.clips_seen += int(clips)
         return {
             "train_loss": loss_sum / max(1, loss_count),
             "lr": self.scheduler.get_last_lr()[0],
             "clips_per_s": clips / elapsed,
             "data_wait_share": wait / elapsed,
+            "data_wait_s": wait,
+            "compute_s": elapsed - wait,
             "epoch_time_s": elapsed,
         }
+
+    def _step(self) -> None:
+        """One optimizer step on the accumulated gradients (unscaled first when fp16 scales them)."""
+        if self.config.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        with warnings.catch_warnings():
+            # fp16: the scaler skips a step whose gradients overflowed (the first ones, while it
+            # finds its scale); the schedule counts iterations and moves on, as intended.
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if hasattr(self.task, "after_step"):  # e.g. the generation task's EMA update
+            self.task.after_step(self.model)
+
+    def _must_sync_by_hand(self, has_batch: bool, sync: bool) -> bool:
+        """In several processes: whether some process has no batch (all of it unreadable) here.
+
+        Then DDP cannot average gradients in backward (that process runs none), so the step's
+        gradients are averaged by hand. FSDP gathers weights inside forward, so every process must
+        run one: there it is an error.
+        """
+        if self.env.world_size == 1:
+            return False
+        missing = dist.all_reduce_sum([0.0 if has_batch else 1.0])[0]
+        if missing and self.fsdp:
+            raise ValueError(
+                "a process got a batch of unreadable videos only, and FSDP needs every process to "
+                "run each forward: train with --bad-files resample, or fix the data "
+                "(`tubelet data validate`)"
+            )
+        return bool(missing) and sync
+
+    def _no_sync(self, skip_sync: bool) -> AbstractContextManager:
+        """DDP's `no_sync()` for the backward passes that must not average gradients yet."""
+        if skip_sync and isinstance(self.train_model, nn.parallel.DistributedDataParallel):
+            return self.train_model.no_sync()
+        return nullcontext()
 
     def evaluate(
         self, loader: DataLoader, *, progress: TrainProgress | None = None, split: str = "val"
     ) -> dict[str, Any]:
         """Run the task's evaluation over `loader` and return its metrics."""
+        if not self.fsdp:  # DDP: each process has updated its own BatchNorm statistics
+            dist.broadcast_buffers(self.model)
         return evaluate_loader(
             self.model, self.task, loader, device=self.device, precision=self.config.precision,
-            progress=progress, bad_files=self.bad_files, split=split,
+            progress=progress, bad_files=self.bad_files, split=split, lockstep=self.fsdp,
         )  # fmt: skip
 
     # -- state ---------------------------------------------------------------------------------------
+    def _save_model(self, folder: Any) -> None:
+        """Write the weights (gathered from every process under FSDP) and spec, on rank 0."""
+        state = _full_model_state(self.model) if self.fsdp else None
+        if self.env.is_main:
+            save_model(folder, self.model, self.spec, state=state)
+
     def _save_last(self) -> None:
-        save_model(self.run.last, self.model, self.spec)
+        self._save_model(self.run.last)
+        optimizer = _full_optimizer_state(self.model, self.optimizer, self.fsdp)
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+        rng_by_rank = dist.all_gather_objects(rng)
+        if not self.env.is_main:
+            return
         save_trainer_state(
             self.run.last,
             {
                 "epoch": self.epoch,
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer,
                 "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
                 "best": self.best,
                 "bad_files": self.bad_files,
                 "train_time": self.train_time,
                 "clips_seen": self.clips_seen,
                 "config": asdict(self.config),
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+                "rng": rng,
+                "rng_by_rank": rng_by_rank,
             },
         )
 
@@ -229,17 +349,33 @@ class Trainer:
             return
         from safetensors.torch import load_file
 
-        self.model.load_state_dict(load_file(str(self.run.last / "model.safetensors")))
-        self.model.to(self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
+        weights = load_file(str(self.run.last / "model.safetensors"))
+        if self.fsdp:
+            _load_full_state(self.model, self.optimizer, weights, state["optimizer"])
+        else:
+            self.model.load_state_dict(weights)
+            self.model.to(self.device)
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch = state["epoch"]
         self.best = state["best"]
         self.bad_files = state["bad_files"]
         self.train_time = state["train_time"]
         self.clips_seen = state["clips_seen"]
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        by_rank = state.get("rng_by_rank", [])
+        rng = by_rank[self.env.rank] if len(by_rank) == self.env.world_size else state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+
+    def _gather_bad_files(self) -> None:
+        """Every process's unreadable files, in every process (the first reason per path)."""
+        if self.env.world_size == 1:
+            return
+        for seen in dist.all_gather_objects(self.bad_files):
+            for path, info in seen.items():
+                self.bad_files.setdefault(path, info)
 
     def _summarise(self) -> dict[str, Any]:
         best = self.best
@@ -253,8 +389,10 @@ class Trainer:
             "train_clips_per_s": round(self.clips_seen / max(self.train_time, 1e-9), 2),
             "num_bad_files": len(self.bad_files),
             "bad_files": [{"path": p, **info} for p, info in sorted(self.bad_files.items())],
+            "processes": self.env.world_size,
         }
-        self.run.write_summary(summary)
+        if self.env.is_main:
+            self.run.write_summary(summary)
         return summary
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -283,23 +421,52 @@ def evaluate_loader(
     progress: TrainProgress | None = None,
     bad_files: dict[str, dict[str, str]] | None = None,
     split: str = "val",
+    lockstep: bool = False,
 ) -> dict[str, Any]:
     """One evaluation pass of `model` over `loader`: the task's metrics. Unreadable videos are
-    recorded in `bad_files` (path -> reason, split)."""
+    recorded in `bad_files` (path -> reason, split).
+
+    In several processes each evaluates its share of the videos (the loaders of `build_loader` shard
+    without padding) and the meters are merged, so every video counts once and the metrics equal one
+    process's. `lockstep=True` is for models whose forward talks to the other processes (FSDP):
+    a process with fewer batches repeats its last one into a meter that is thrown away, so all run
+    the same number of forwards.
+    """
     model.eval()
     meter = task.new_meter()
-    task_id = progress.start_eval(len(loader)) if progress else None
+    num_batches = len(loader)  # type: ignore[arg-type]
+    rounds = dist.all_reduce_max(num_batches) if lockstep else num_batches
+    task_id = progress.start_eval(rounds) if progress else None
+    last = None
     for batch, _ in _timed(loader):
         if bad_files is not None:
             note_bad_files(bad_files, batch, split)
         if batch.get("video", ()) is not None:
+            last = to_device(batch, device)
             with autocast(device, precision):
-                task.evaluate_batch(model, to_device(batch, device), meter)
+                task.evaluate_batch(model, last, meter)
+        elif lockstep:
+            _lockstep_forward(model, task, last, device, precision)
         if progress:
             progress.advance(task_id)
+    for _ in range(rounds - num_batches):
+        _lockstep_forward(model, task, last, device, precision)
     if progress:
         progress.finish(task_id)
-    return meter.compute()
+    return dist.gather_meters(meter).compute()
+
+
+def _lockstep_forward(
+    model: nn.Module, task: Task, batch: dict[str, Any] | None, device: torch.device, precision: str
+) -> None:
+    """A forward whose results are thrown away, to keep in step with processes that have a batch."""
+    if batch is None:
+        raise ValueError(
+            "a process has no readable validation video to keep in step with the others (FSDP "
+            "evaluation needs at least one per process): use fewer processes or fix the data"
+        )
+    with autocast(device, precision):
+        task.evaluate_batch(model, batch, task.new_meter())
 
 
 def note_bad_files(seen: dict[str, dict[str, str]], batch: dict[str, Any], split: str) -> None:
@@ -322,10 +489,92 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    """bf16 autocast for "bf16", nothing for "fp32"."""
+    """bf16 or fp16 autocast for "bf16"/"fp16", nothing for "fp32"."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp16":
+        return torch.autocast(device.type, dtype=torch.float16)
     return nullcontext()
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """Loss scaling for "fp16" (its gradients underflow without it); a pass-through otherwise.
+
+    The scaler multiplies the loss before backward and divides the gradients before the step,
+    skipping steps whose gradients overflowed and adapting the scale (Micikevicius et al. 2018,
+    "Mixed Precision Training", section 3.2).
+    """
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def to_channels_last(x: Any) -> Any:
+    """A module's 5-D/4-D weights, or a 5-D/4-D tensor, in channels-last layout
+    (`channels_last_3d` for 5-D); other tensors unchanged. A module is changed in place."""
+    if isinstance(x, nn.Module):
+        for tensor in (*x.parameters(), *x.buffers()):
+            tensor.data = to_channels_last(tensor.data)
+        return x
+    if x.ndim == 5:
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    if x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def prepare_model(model: nn.Module, runtime: RuntimeConfig, device: torch.device) -> nn.Module:
+    """`model` on `device` with the switches of `runtime` that act on one process: checkpointing,
+    channels-last, compile (in place, so its state dict keeps its keys)."""
+    model = model.to(device)
+    if runtime.grad_checkpointing:
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise ValueError(
+                f"{type(model).__name__} has no set_grad_checkpointing(); activation checkpointing "
+                "needs a model that follows the tubelet model contract"
+            )
+        model.set_grad_checkpointing(True)
+    if runtime.channels_last:
+        to_channels_last(model)
+    if runtime.compile:
+        model.compile(backend=runtime.compile_backend)
+    return model
+
+
+def _full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole (unsharded) state dict of an FSDP model, on the CPU of rank 0 (collective)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options)
+
+
+def _full_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool
+) -> dict[str, Any]:
+    """The optimizer's state dict; under FSDP gathered whole onto rank 0's CPU (collective)."""
+    if not fsdp:
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def _load_full_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    weights: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+) -> None:
+    """Load whole (unsharded) model and optimizer states into an FSDP model, each process its shard."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, weights, options=options)
+    set_optimizer_state_dict(model, optimizer, optimizer_state, options=options)
 
 
 def _timed(loader: Iterable[Any]) -> Iterator[tuple[Any, float]]:

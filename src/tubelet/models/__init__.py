@@ -1,6 +1,7 @@
-"""Model families (one file each) and the flat registry.
+"""Model families (one file each) and the flat registry (`list_models(kind)`, `model_kind`).
 
-Every classifier subclasses `tubelet.models.base.VideoClassifier` and so follows one contract:
+Every clip classifier (kind "video") subclasses `tubelet.models.base.VideoClassifier` and so follows
+one contract:
 
 - `forward(x)` with `x` of shape (B, C, T, H, W) float returns logits (B, num_classes);
 - `forward_features(x)` returns the un-pooled features, `forward_head(feats, pre_logits=False)` pools
@@ -11,12 +12,26 @@ Every classifier subclasses `tubelet.models.base.VideoClassifier` and so follows
 
 # Importing a family's module registers its models (one line each, so families are added apart).
 from tubelet.models import (
+    actionformer,  # noqa: F401
     frame2d,  # noqa: F401
     i3d,  # noqa: F401
+    raft,  # noqa: F401
     resnet3d,  # noqa: F401
     s3d,  # noqa: F401
     slowfast,  # noqa: F401
+    swin3d,  # noqa: F401
+    temporal,  # noqa: F401
+    timesformer,  # noqa: F401
+    video_unet,  # noqa: F401
+    videomae,  # noqa: F401
+    vit_video,  # noqa: F401
 )
-from tubelet.models.registry import architecture_args, create_model, list_models, register_model
+from tubelet.models.registry import (
+    architecture_args,
+    create_model,
+    list_models,
+    model_kind,
+    register_model,
+)
 
-__all__ = ["architecture_args", "create_model", "list_models", "register_model"]
+__all__ = ["architecture_args", "create_model", "list_models", "model_kind", "register_model"]

@@ -1,4 +1,11 @@
-"""One flat registry: a registered name is a function that builds one model variant."""
+"""One flat registry: a registered name is a function that builds one model variant.
+
+Each model has a kind, which says what its `forward` takes and gives: "video" (a clip classifier
+following the `VideoClassifier` contract, the default), "features" (a classifier over per-frame
+feature sequences), "pretrain" (self-supervised pre-training), "flow" (optical flow between two
+images), "detection" (temporal action detection over feature sequences), "generation" (a video
+denoiser).
+"""
 
 from __future__ import annotations
 
@@ -10,23 +17,30 @@ from torch import nn
 ModelFn = Callable[..., nn.Module]
 _MODELS: dict[str, ModelFn] = {}
 _WEIGHT_INIT_ARGS: dict[str, tuple[str, ...]] = {}
+_KINDS: dict[str, str] = {}
+KINDS = ("video", "features", "pretrain", "flow", "detection", "generation")
 
 
 def register_model(
-    fn: ModelFn | None = None, *, weight_init_args: tuple[str, ...] = ()
+    fn: ModelFn | None = None, *, weight_init_args: tuple[str, ...] = (), kind: str = "video"
 ) -> ModelFn | Callable[[ModelFn], ModelFn]:
-    """Register a builder under its function name (`@register_model def r2plus1d_18(*, ...)`).
+    """Register a builder under its function name (`@register_model def r2plus1d_18(*, ...)`), as a
+    model of `kind` (one of `KINDS`).
 
     `weight_init_args` names builder arguments that only choose initial weights (such as
     `inflate_from=PATH`); a saved model's spec leaves them out (`architecture_args`), so reloading it
     needs only its own weights file.
     """
 
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+
     def add(builder: ModelFn) -> ModelFn:
         if builder.__name__ in _MODELS:
             raise ValueError(f"model {builder.__name__!r} is already registered")
         _MODELS[builder.__name__] = builder
         _WEIGHT_INIT_ARGS[builder.__name__] = weight_init_args
+        _KINDS[builder.__name__] = kind
         return builder
 
     return add if fn is None else add(fn)
@@ -38,9 +52,14 @@ def architecture_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in args.items() if k not in drop}
 
 
-def list_models() -> list[str]:
-    """Every registered model name, sorted."""
-    return sorted(_MODELS)
+def list_models(kind: str | None = None) -> list[str]:
+    """Every registered model name (of `kind`, if given), sorted."""
+    return sorted(name for name in _MODELS if kind is None or _KINDS[name] == kind)
+
+
+def model_kind(name: str) -> str:
+    """The kind of registered model `name` (see `KINDS`)."""
+    return _KINDS[name]
 
 
 def create_model(

@@ -7,9 +7,15 @@ same tokens, laid out as (B, T, N, D) (T frames of N patches each):
 - `joint_attention`: every token attends to all T*N tokens;
 - `temporal_attention`: each patch position attends across the T frames;
 - `spatial_attention`: each frame's N patches attend to each other.
+
+`attention_cost` counts what each grouping (and windowed attention) costs for given T, N and width.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -73,3 +79,56 @@ def spatial_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
     b = x.shape[0]
     out = attn(rearrange(x, "b t n d -> (b t) n d"))
     return rearrange(out, "(b t) n d -> b t n d", b=b)
+
+
+class AttentionCost(NamedTuple):
+    """The attention work of one factorisation, counted in multiply-adds (MACs).
+
+    `tokens_attended`: keys each query token attends to (summed over the steps of a factorised
+    attention); `qk_macs_per_token` / `av_macs_per_token`: MACs of one query's row of Q K^T and of
+    its softmax(.) V, summed over heads (`tokens_attended * dim` each); the `_per_clip` fields are
+    those times the T*N query tokens of one clip. All counts are for one block (multiply by the
+    depth for a network). Projections (qkv, output) and the MLP are left out: they cost the same
+    per token whatever the factorisation.
+    """
+
+    tokens_attended: int
+    qk_macs_per_token: int
+    av_macs_per_token: int
+    qk_macs_per_clip: int
+    av_macs_per_clip: int
+
+
+def attention_cost(
+    frames: int, patches: int, dim: int, window: int | Sequence[int] | None = None
+) -> dict[str, AttentionCost]:
+    """Attention cost of each factorisation for a clip of `frames` x `patches` tokens of width `dim`.
+
+    Keys: "joint" (every token attends to all T*N), "divided" (temporal over T, then spatial over N:
+    T + N), "space_only" (N) and, when `window` is given, "windowed" (the tokens of one window:
+    an int, or a window shape such as (2, 7, 7) whose product is taken; clipped to T*N as Video
+    Swin clips windows to small inputs; the windows are assumed to tile the clip). A class token,
+    as TimeSformer adds, is left out, as in the paper's count (Bertasius et al. 2021, Sec. 3):
+    for T=8, N=196, joint attention attends to 1568 tokens per query and divided to 8 + 196 = 204,
+    7.7x fewer.
+    """
+    for label, value in (("frames", frames), ("patches", patches), ("dim", dim)):
+        if value < 1:
+            raise ValueError(f"{label} must be >= 1, got {value}")
+    tokens = frames * patches
+    attended = {"joint": tokens, "divided": frames + patches, "space_only": patches}
+    if window is not None:
+        sizes = (window,) if isinstance(window, int) else tuple(window)
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"window sizes must be >= 1, got {window!r}")
+        attended["windowed"] = min(math.prod(sizes), tokens)
+    return {
+        name: AttentionCost(
+            tokens_attended=keys,
+            qk_macs_per_token=keys * dim,
+            av_macs_per_token=keys * dim,
+            qk_macs_per_clip=tokens * keys * dim,
+            av_macs_per_clip=tokens * keys * dim,
+        )
+        for name, keys in attended.items()
+    }

@@ -83,6 +83,18 @@ class ClassificationMeter:
                 _reversal_hits(probs, reversed_probs, labels, self._partner)
             )
 
+    def merge(self, other: ClassificationMeter) -> None:
+        """Add the results of `other` (another process's share of the videos) to this meter."""
+        if (other.num_classes, list(other.reversal_pairs)) != (
+            self.num_classes,
+            list(self.reversal_pairs),
+        ):
+            raise ValueError("cannot merge meters of different classes or reversal pairs")
+        self._clip_correct += other._clip_correct
+        self._video_probs += other._video_probs
+        self._labels += other._labels
+        self._reversal_correct += other._reversal_correct
+
     @property
     def _partner(self) -> dict[int, int]:
         partner = {}

@@ -1,0 +1,66 @@
+"""`tubelet extract`: per-frame or per-clip features of every video into a features folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tubelet.cli.common import app, console, fmt, parse_model_args, print_bad_files, run_job
+
+
+@app.command()
+def extract(
+    videos: Annotated[
+        list[Path] | None, typer.Argument(help="Loose video files (besides or instead of --data).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Features folder (resumed if it exists).")] = Path(
+        "features"
+    ),
+    data: Annotated[
+        Path | None, typer.Option(help="Data folder: both splits, with labels.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Registered model (random weights without --checkpoint).")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Run folder of `tubelet train` whose model to use.")
+    ] = None,
+    model_arg: Annotated[
+        list[str], typer.Option("--model-arg", "-m", help="Builder argument KEY=VALUE, repeatable.")
+    ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
+    level: Annotated[
+        str, typer.Option(help="frame (one feature per frame) or clip (sliding windows).")
+    ] = "frame",
+    window: Annotated[int, typer.Option(help="Frames per clip window.")] = 16,
+    stride: Annotated[int, typer.Option(help="Frames between clip windows.")] = 8,
+    size: Annotated[int, typer.Option(help="Short side and centre crop in pixels.")] = 112,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
+    dtype: Annotated[str, typer.Option(help="Stored as float32, float16 or bfloat16.")] = "float32",
+) -> None:
+    """Extract features of every video with a model; resumable, and shardable under torchrun."""
+    from tubelet.engine.extract import extract_features
+
+    folder = run_job(
+        lambda: extract_features(
+            out=out, data=data, videos=videos, model=model, checkpoint=checkpoint, level=level,
+            window=window, stride=stride, size=size, batch_size=batch_size,
+            model_args=parse_model_args(model_arg), dtype=dtype,
+        )
+    )  # fmt: skip
+    from tubelet.data.features import distributed_rank
+
+    rank, _ = distributed_rank()
+    summary = json.loads((folder / f"summary-{rank:05d}.json").read_text())
+    table = Table(title=f"features: {folder}")
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    for key in ("videos", "extracted", "already_done", "unreadable", "features", "dim",
+                "seconds", "frames_per_s"):  # fmt: skip
+        table.add_row(key, fmt(summary[key]))
+    console.print(table)
+    print_bad_files(summary["bad_files"])
+    console.print(f"Features folder: {folder} (meta.json, shard-*.safetensors, index-*.jsonl)")

@@ -1,0 +1,94 @@
+"""`tubelet pretrain`: VideoMAE self-supervised pre-training on a folder of videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tubelet.cli.common import (
+    app,
+    console,
+    data_bar,
+    fmt,
+    parse_model_args,
+    print_bad_files,
+    run_job,
+)
+
+
+@app.command()
+def pretrain(
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Folder of videos (any layout; labels ignored); built-in set if absent."),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="videomae_pretrain, videomae_pretrain_s or videomae_pretrain_t.")
+    ] = "videomae_pretrain_s",
+    mask_ratio: Annotated[
+        float, typer.Option(help="Share of the tubes hidden from the encoder.")
+    ] = 0.9,
+    masking: Annotated[
+        str, typer.Option(help="tube (same positions in every frame) or random.")
+    ] = "tube",
+    model_arg: Annotated[
+        list[str], typer.Option("--model-arg", "-m", help="Builder argument KEY=VALUE, repeatable.")
+    ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
+    frames: Annotated[int, typer.Option(help="Frames per clip (a multiple of the tubelet).")] = 16,
+    sampling: Annotated[
+        str, typer.Option(help="uniform (TSN segments) or dense (consecutive).")
+    ] = "dense",
+    stride: Annotated[int, typer.Option(help="Frame stride of dense clips.")] = 2,
+    size: Annotated[int, typer.Option(help="Crop side in pixels (a multiple of the patch).")] = 112,
+    epochs: Annotated[int, typer.Option()] = 10,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = 1e-3,
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast).")] = "fp32",
+    accumulate: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
+    grad_checkpointing: Annotated[
+        bool, typer.Option(help="Recompute activations in backward (less memory, more time).")
+    ] = False,
+    workers: Annotated[int | None, typer.Option(help="Decoding worker processes.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option(help="Run folder (resumed if it exists).")] = None,
+) -> None:
+    """Pre-train a VideoMAE encoder by reconstructing masked tubes; labels are ignored.
+
+    Writes a run folder like `tubelet train` (resumable) plus reconstruction.png; fine-tune it
+    with `tubelet train --init RUN`.
+    """
+    from tubelet.engine.jobs import TrainJob, default_workers
+    from tubelet.engine.pretrain import train as pretrain_job
+
+    job = TrainJob(
+        out=out or Path("runs") / model,
+        task="pretrain",
+        data=data,
+        model=model,
+        model_args={**parse_model_args(model_arg), "mask_ratio": mask_ratio, "masking": masking},
+        frames=frames,
+        sampling=sampling,
+        stride=stride,
+        size=size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        precision=precision,
+        accumulate=accumulate,
+        grad_checkpointing=grad_checkpointing,
+        workers=default_workers() if workers is None else workers,
+        seed=seed,
+    )
+    summary = run_job(lambda: pretrain_job(job, on_data=data_bar()))
+    table = Table(title=f"{model}: {job.out.name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if key != "model" and isinstance(value, int | float | str | None):
+            table.add_row(key, fmt(value))
+    console.print(table)
+    print_bad_files(summary["bad_files"])
+    console.print(f"Run folder: {job.out} (reconstruction.png, summary.json, best/, last/)")

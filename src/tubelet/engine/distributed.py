@@ -1,0 +1,245 @@
+"""Several processes, one run: process groups, model wrapping (DDP or FSDP), gathering results.
+
+`torchrun --nproc-per-node N -m tubelet train ...` starts N copies of the command with `RANK`,
+`WORLD_SIZE`, `LOCAL_RANK` and the rendezvous address in their environment (torchrun's protocol);
+`init_distributed()` joins them into one process group (NCCL on GPUs, gloo on CPUs). Without those
+variables everything here is a no-op for one process, so the same code runs both ways.
+
+Duties split this way: `tubelet.data.loader` shards the data by rank (training: each rank a disjoint
+share of one shuffled order; evaluation: each video on exactly one rank, no padding); the trainer
+wraps the model with `wrap_model`, logs and saves on rank 0 only, and merges evaluation meters with
+`gather_meters`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+PARALLEL = ("ddp", "fsdp")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process stands: its rank among `world_size` processes, its GPU `local_rank`."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that logs, shows progress and writes files."""
+        return self.rank == 0
+
+
+def dist_env() -> DistEnv:
+    """The current process group's ranks, or a single process when there is none."""
+    if dist.is_available() and dist.is_initialized():
+        return DistEnv(
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        )
+    return DistEnv()
+
+
+def init_distributed(timeout_s: float = 1800.0) -> DistEnv:
+    """Join the process group torchrun describes in the environment (once; later calls return it).
+
+    Backend: NCCL when CUDA is available (each process on GPU `LOCAL_RANK`), gloo otherwise.
+    Without `WORLD_SIZE` > 1 in the environment this does nothing and returns rank 0 of 1.
+    """
+    if not dist.is_available():
+        return DistEnv()
+    if dist.is_initialized():
+        return dist_env()
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if world_size <= 1:
+        return DistEnv()
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise ValueError(
+            f"WORLD_SIZE={world_size} but {', '.join(missing)} not set: start several processes "
+            "with `torchrun --nproc-per-node N -m tubelet ...`"
+        )
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return dist_env()
+
+
+def default_device(env: DistEnv | None = None) -> torch.device:
+    """This process's device: its own GPU (`cuda:LOCAL_RANK`) when there are GPUs, else the CPU."""
+    env = env or dist_env()
+    if torch.cuda.is_available():
+        return torch.device("cuda", env.local_rank)
+    return torch.device("cpu")
+
+
+def wrap_model(model: nn.Module, parallel: str, device: torch.device) -> nn.Module:
+    """The model to train under the current process group (the model itself for one process).
+
+    "ddp": `DistributedDataParallel` (a full copy per process, gradients averaged in backward).
+    "fsdp": PyTorch's `fully_shard` (FSDP2) on every block (see `fsdp_units`) and on the root, in
+    place: parameters, gradients and optimizer state are split across processes, and each block's
+    weights are gathered only while it runs, for models whose training state does not fit one device.
+    """
+    if parallel not in PARALLEL:
+        raise ValueError(f"parallel must be one of {PARALLEL}, not {parallel!r}")
+    if dist_env().world_size == 1:
+        return model
+    if parallel == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for unit in fsdp_units(model):
+            fully_shard(unit)
+        fully_shard(model)
+        return model
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def fsdp_units(model: nn.Module) -> list[nn.Module]:
+    """The modules to shard one by one: the items of every `ModuleList`/`Sequential` that holds at least
+    two modules with parameters (transformer blocks, ResNet stages), outermost first, none nested."""
+    units: list[nn.Module] = []
+    inside: set[int] = set()
+    for module in model.modules():
+        if id(module) in inside or not isinstance(module, nn.ModuleList | nn.Sequential):
+            continue
+        items = [m for m in module if any(True for _ in m.parameters())]
+        if len(items) < 2:
+            continue
+        units.extend(items)
+        for item in items:
+            inside.update(id(m) for m in item.modules())
+    return units
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    """Whether `fully_shard` wrapped this model."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's module inside a DDP wrapper (FSDP shards in place, so it is the module itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def all_reduce_sum(values: list[float]) -> list[float]:
+    """Element-wise sums of `values` over all processes (the values themselves for one process)."""
+    if dist_env().world_size == 1:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def all_reduce_max(value: int) -> int:
+    """The largest `value` over all processes."""
+    if dist_env().world_size == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=_collective_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """`obj` from every process, in rank order (picklable objects)."""
+    if dist_env().world_size == 1:
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def gather_meters(meter: Any) -> Any:
+    """One meter holding every process's results, on every process (the meter itself for one).
+
+    The meter must offer `merge(other)`, which adds another meter's results to it; each process
+    evaluated a disjoint share of the videos, so the merged meter counts each video once.
+    """
+    if dist_env().world_size == 1:
+        return meter
+    if not hasattr(meter, "merge"):
+        raise ValueError(
+            f"{type(meter).__name__} has no merge(other) method: distributed evaluation needs one "
+            "to combine the processes' shares of the validation set"
+        )
+    meters = all_gather_objects(meter)
+    merged = meters[0]
+    for other in meters[1:]:
+        merged.merge(other)
+    return merged
+
+
+def all_reduce_gradients(model: nn.Module) -> None:
+    """Average the parameters' gradients over all processes by hand (for a step whose backward ran
+    without DDP's own synchronisation because some process had no batch)."""
+    world = dist_env().world_size
+    if world == 1:
+        return
+    for p in model.parameters():
+        if p.requires_grad:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm statistics), e.g. before evaluating, so that
+    each share of the videos is scored by the model rank 0 saves."""
+    if dist_env().world_size == 1:
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def main_first(make: Callable[[], T]) -> T:
+    """`make()` on rank 0 first and then, once it is done, on the others: for work whose result is
+    cached on disk (a built-in dataset), so processes do not write the same files at once."""
+    if dist_env().is_main:
+        result = make()
+        barrier()
+        return result
+    barrier()
+    return make()
+
+
+def launched_rank() -> int:
+    """The rank torchrun gave this process (0 when not started by torchrun); readable after the
+    process group is gone, e.g. to print a command's result once."""
+    return int(os.environ.get("RANK", 0))
+
+
+def barrier() -> None:
+    """Wait for every process (no-op for one)."""
+    if dist_env().world_size > 1:
+        dist.barrier()
+
+
+def destroy() -> None:
+    """Leave the process group, if this process is in one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _collective_device() -> torch.device:
+    """NCCL reduces GPU tensors only; gloo CPU tensors."""
+    return default_device() if dist.get_backend() == "nccl" else torch.device("cpu")

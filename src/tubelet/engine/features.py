@@ -1,0 +1,104 @@
+"""`tubelet train --features FEATS`: train a temporal head on cached features.
+
+The features folder (`tubelet extract`) holds per-frame or per-clip features of a labelled data
+folder's train and val videos; this job trains a sequence model (`frame_mean`,
+`frame_transformer`) on the train split's sequences and validates on the val split's, with the
+classification trainer (run folder, resume, best checkpoint, summary).
+
+The fields of `TrainJob` used: `features`, `out`, `model` (`tubelet train` picks
+`frame_transformer` when none is given), `model_args`, `frames` (T, features per sequence),
+`sampling` ("uniform": T features spread over the video, one per equal segment; "dense": T
+consecutive features; shorter videos are padded and masked), `epochs`, `batch_size`, `lr`,
+`weight_decay`, `warmup_epochs`, `accumulate`, `precision`, `label_smoothing`, `seed` and the
+runtime switches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import DataLoader
+
+from tubelet.data.features import FeatureDataset, FeatureStore, collate_features
+from tubelet.data.loader import ShuffleSampler
+from tubelet.engine.jobs import TrainJob, check_same_run, jsonable, runtime_config
+from tubelet.engine.run import RunDir, seed_everything, versions
+from tubelet.engine.trainer import OptimConfig, Trainer
+from tubelet.models import architecture_args, create_model
+from tubelet.models.temporal import SequenceClassifier
+from tubelet.tasks.features import FeatureClassificationTask
+
+# `--sampling` of clips -> how features are picked (`tubelet.data.features.feature_indices`).
+SAMPLINGS = {"uniform": "uniform", "dense": "crop"}
+# TrainJob fields that describe video clips and do not apply to features: left out of the config.
+_VIDEO_FIELDS = ("data", "stride", "size", "flip", "bad_files", "workers", "init")
+
+
+def train(job: TrainJob, *, show_progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) a sequence classifier on the features in `job.features`; return the
+    run's summary."""
+    if job.task != "classification":
+        raise ValueError(f"--features trains classification only, not --task {job.task}")
+    if job.sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {tuple(SAMPLINGS)}, not {job.sampling!r}")
+    store = FeatureStore(job.features)
+    if not store.classes:
+        raise ValueError(
+            f"the features in {store.root} have no classes: extract them from a data folder with "
+            "labels (`tubelet extract --data DIR`)"
+        )
+    model_name = job.model
+    run = RunDir(Path(job.out))
+    config = {
+        **{k: v for k, v in jsonable(job).items() if k not in _VIDEO_FIELDS},
+        "features": str(Path(job.features).resolve()),
+        "features_meta": {k: v for k, v in store.meta.items() if k != "versions"},
+        "versions": versions(),
+    }
+    previous = run.read_config()
+    if previous is not None:
+        check_same_run(previous, config, run.root)
+    run.write_config(config)
+    seed_everything(job.seed)
+
+    num_classes = len(store.classes)
+    model_args = {**job.model_args, "in_dim": store.dim, "num_classes": num_classes}
+    hint = "--features trains a model over feature sequences: frame_mean or frame_transformer"
+    try:
+        model = create_model(model_name, **model_args)
+    except TypeError as error:  # a video model has no `in_dim`; or a misspelt -m argument
+        raise ValueError(f"cannot build {model_name} on features ({error}); {hint}") from None
+    if not isinstance(model, SequenceClassifier):
+        raise ValueError(f"{model_name} is not a model over feature sequences; {hint}")
+    # Reversing a sequence reverses the clip only when each feature is one frame.
+    pairs = tuple(tuple(p) for p in store.meta.get("reversal_pairs") or ())
+    pairs = pairs if store.meta["level"] == "frame" else ()
+    sampling = SAMPLINGS[job.sampling]
+    common = {"length": job.frames, "sampling": sampling, "seed": job.seed}
+    train_set = FeatureDataset(store, split="train", train=True, **common)
+    val_set = FeatureDataset(store, split="val", train=False, **common)
+    loaders = {
+        "train_loader": DataLoader(
+            train_set, batch_size=job.batch_size, sampler=ShuffleSampler(len(train_set), job.seed),
+            collate_fn=collate_features, drop_last=len(train_set) > job.batch_size,
+        ),
+        "val_loader": DataLoader(val_set, batch_size=job.batch_size, collate_fn=collate_features),
+    }  # fmt: skip
+    spec = {
+        "model": model_name,
+        "model_args": architecture_args(model_name, model_args),
+        "classes": list(store.classes),
+        "reversal_pairs": [list(p) for p in pairs],
+        "features": {"length": job.frames, "sampling": sampling, **config["features_meta"]},
+    }
+    optim = OptimConfig(
+        epochs=job.epochs, lr=job.lr, weight_decay=job.weight_decay,
+        warmup_epochs=job.warmup_epochs, accumulate=job.accumulate, precision=job.precision,
+    )  # fmt: skip
+    task = FeatureClassificationTask(num_classes, job.label_smoothing, pairs)
+    trainer = Trainer(
+        model, task, config=optim, run=run, spec=spec, show_progress=show_progress,
+        runtime=runtime_config(job), **loaders,
+    )  # fmt: skip
+    return trainer.fit()

@@ -1,0 +1,282 @@
+"""What one training step costs in memory and time under each memory-saving strategy.
+
+A strategy is a combination of switches the trainer offers: activation checkpointing, bf16 or fp16
+autocast, channels-last memory layout. For each one `measure_strategies` runs real training steps
+(forward, cross-entropy, backward, AdamW step) of the model and reports:
+
+- `activation_bytes`: the bytes autograd keeps from forward to backward, counted with hooks on saved
+  tensors (`torch.autograd.graph.saved_tensors_hooks`), each storage once, parameters left out. With
+  checkpointing this is what the checkpointed segments keep (their inputs); recomputing one segment in
+  backward adds that segment's activations for a moment, which only a device's peak counter sees.
+- `peak_bytes`: on a GPU, the device's peak allocation over one step (`torch.cuda.max_memory_allocated`);
+  on a CPU, which has no such counter, activations + parameters + gradients + optimizer state.
+- `step_time_s`: the median wall time of the timed steps (after a warm-up step).
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tubelet.engine.trainer import autocast, grad_scaler, to_channels_last
+
+# Switches a strategy name combines with "+": "checkpointing+bf16". "baseline" is none of them.
+SWITCHES = ("checkpointing", "bf16", "fp16", "channels_last")
+DEFAULT_STRATEGIES = ("baseline", "checkpointing", "bf16", "checkpointing+bf16")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One combination of memory-saving switches."""
+
+    checkpointing: bool = False
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    @property
+    def name(self) -> str:
+        """ "baseline" or the switches joined by "+", in `SWITCHES` order."""
+        parts = [
+            on
+            for on, flag in (
+                ("checkpointing", self.checkpointing),
+                (self.precision, self.precision != "fp32"),
+                ("channels_last", self.channels_last),
+            )
+            if flag
+        ]
+        return "+".join(parts) or "baseline"
+
+    @classmethod
+    def parse(cls, text: str) -> Strategy:
+        """`"checkpointing+bf16"` -> Strategy(checkpointing=True, precision="bf16")."""
+        words = [w.strip() for w in text.lower().split("+") if w.strip()]
+        if words == ["baseline"]:
+            return cls()
+        unknown = [w for w in words if w not in SWITCHES]
+        if not words or unknown:
+            raise ValueError(
+                f"unknown strategy {text!r}: use 'baseline' or switches joined by '+' from "
+                f"{', '.join(SWITCHES)} (e.g. checkpointing+bf16)"
+            )
+        if "bf16" in words and "fp16" in words:
+            raise ValueError(f"strategy {text!r} asks for both bf16 and fp16; pick one")
+        precision = next((w for w in words if w in ("bf16", "fp16")), "fp32")
+        return cls(
+            checkpointing="checkpointing" in words,
+            precision=precision,
+            channels_last="channels_last" in words,
+        )
+
+
+def all_combinations(switches: Sequence[str] = ("checkpointing", "bf16")) -> list[Strategy]:
+    """The baseline and every combination of `switches` (bf16 and fp16 never together)."""
+    strategies = []
+    for n in range(len(switches) + 1):
+        for combo in itertools.combinations(switches, n):
+            if {"bf16", "fp16"} <= set(combo):
+                continue
+            strategies.append(Strategy.parse("+".join(combo) or "baseline"))
+    return strategies
+
+
+@dataclass(frozen=True)
+class MemoryRow:
+    """The measurements of one strategy; `as_dict()` gives the JSON row of `tubelet memory --json`."""
+
+    strategy: str
+    activation_bytes: int
+    peak_bytes: int
+    step_time_s: float
+    param_bytes: int
+    grad_bytes: int
+    optimizer_bytes: int
+    device: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "activation_bytes": self.activation_bytes,
+            "peak_bytes": self.peak_bytes,
+            "step_time_s": self.step_time_s,
+            "param_bytes": self.param_bytes,
+            "grad_bytes": self.grad_bytes,
+            "optimizer_bytes": self.optimizer_bytes,
+            "device": self.device,
+        }
+
+
+@contextmanager
+def saved_tensor_bytes(skip: Iterable[Tensor] = ()) -> Iterator[dict[int, int]]:
+    """Inside the block, record {storage address: bytes} of every tensor autograd saves for backward,
+    each storage once, leaving out the storages of the tensors in `skip` (the parameters)."""
+    skipped = {t.untyped_storage().data_ptr() for t in skip}
+    seen: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        address = storage.data_ptr()
+        if address not in skipped and storage.nbytes() > 0:
+            seen[address] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield seen
+
+
+def tensor_bytes(tensors: Iterable[Any]) -> int:
+    """Bytes of the tensors among `tensors` (other values are ignored)."""
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, Tensor))
+
+
+def optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of an optimizer's state tensors (AdamW: two moments and a step count per parameter)."""
+    return sum(tensor_bytes(state.values()) for state in optimizer.state.values())
+
+
+def classification_loss(model: nn.Module, video: Tensor, labels: Tensor) -> Tensor:
+    """The loss `measure_strategies` trains with by default: cross-entropy of the logits, in fp32."""
+    return F.cross_entropy(model(video).float(), labels)
+
+
+def measure_strategies(
+    model: nn.Module,
+    video: Tensor,
+    labels: Tensor,
+    strategies: Sequence[Strategy],
+    *,
+    repeats: int = 3,
+    loss_fn: Callable[[nn.Module, Tensor, Tensor], Tensor] = classification_loss,
+) -> list[MemoryRow]:
+    """Measure training steps of `model` on (`video`, `labels`) under each strategy.
+
+    One model and one AdamW optimizer serve every strategy (switched in turn as the trainer would
+    switch them on), after one warm-up step, so each row's figures hold the optimizer state.
+    Each strategy gets one step that counts the saved tensors (and on a GPU the peak), which is also
+    its warm-up; then the strategies take turns for `repeats` timed rounds, so a machine whose load
+    changes slows them alike.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    device = video.device
+    model = model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    scalers = {s: grad_scaler(device, s.precision) for s in strategies}
+
+    def step(strategy: Strategy, count_saved: bool = False) -> int:
+        """One training step; the bytes saved for backward when `count_saved`."""
+        _switch(model, strategy)
+        clip = to_channels_last(video) if strategy.channels_last else video
+        scaler = scalers[strategy]
+        optimizer.zero_grad(set_to_none=True)
+        saved: dict[int, int] = {}
+        with autocast(device, strategy.precision):
+            if count_saved:
+                with saved_tensor_bytes(params) as saved:
+                    loss = loss_fn(model, clip, labels)
+            else:
+                loss = loss_fn(model, clip, labels)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        _sync(device)
+        return sum(saved.values())
+
+    step(Strategy())  # allocates the optimizer state
+    measured = {}
+    for strategy in strategies:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        activations = step(strategy, count_saved=True)
+        sizes = (
+            tensor_bytes(model.parameters()),
+            tensor_bytes(p.grad for p in params),
+            optimizer_bytes(optimizer),
+        )
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        measured[strategy] = (activations, sizes, peak)
+    times: dict[Strategy, list[float]] = {s: [] for s in strategies}
+    for _ in range(repeats):
+        for strategy in strategies:
+            start = time.perf_counter()
+            step(strategy)
+            times[strategy].append(time.perf_counter() - start)
+    rows = []
+    for strategy in strategies:
+        activations, (param_bytes, grad_bytes, optim_bytes), peak = measured[strategy]
+        rows.append(
+            MemoryRow(
+                strategy=strategy.name,
+                activation_bytes=activations,
+                peak_bytes=peak or activations + param_bytes + grad_bytes + optim_bytes,
+                step_time_s=statistics.median(times[strategy]),
+                param_bytes=param_bytes,
+                grad_bytes=grad_bytes,
+                optimizer_bytes=optim_bytes,
+                device=str(device),
+            )
+        )
+    return rows
+
+
+def _switch(model: nn.Module, strategy: Strategy) -> None:
+    """Put `model` in the state `strategy` asks for: checkpointing on or off, weight layout."""
+    if hasattr(model, "set_grad_checkpointing"):
+        model.set_grad_checkpointing(strategy.checkpointing)
+    elif strategy.checkpointing:
+        raise ValueError(f"{type(model).__name__} has no set_grad_checkpointing()")
+    if strategy.channels_last:
+        to_channels_last(model)
+    else:
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.data = tensor.data.contiguous()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def memory_report(
+    model_name: str,
+    *,
+    frames: int,
+    size: int,
+    batch: int,
+    strategies: Sequence[Strategy] | None = None,
+    model_args: dict[str, Any] | None = None,
+    num_classes: int = 10,
+    repeats: int = 3,
+    device: torch.device | None = None,
+) -> list[MemoryRow]:
+    """Measure one training step of registered classifier `model_name` on random clips
+    (batch, 3, frames, size, size) under each strategy (the defaults: `DEFAULT_STRATEGIES`).
+
+    The model has random weights (seeded); every strategy runs on the same input.
+    """
+    from tubelet.models import create_model
+
+    for name, value in (("frames", frames), ("size", size), ("batch", batch)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    strategies = list(strategies or [Strategy.parse(s) for s in DEFAULT_STRATEGIES])
+    args = {**(model_args or {}), "num_classes": num_classes}
+    generator = torch.Generator().manual_seed(0)
+    video = torch.randn(batch, 3, frames, size, size, generator=generator).to(device)
+    labels = torch.randint(0, num_classes, (batch,), generator=generator).to(device)
+
+    torch.manual_seed(0)
+    model = create_model(model_name, **args)
+    return measure_strategies(model, video, labels, strategies, repeats=repeats)

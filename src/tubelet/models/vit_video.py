@@ -1,0 +1,335 @@
+"""Video ViT as in VideoMAE: tubelet embedding, fixed sinusoidal positions, pre-norm blocks,
+mean-pooled head.
+
+A clip (B, 3, T, H, W) is cut into tubes of `tubelet_size` frames x `patch_size`^2 pixels by one
+strided Conv3d (N = T/2 * H/16 * W/16 tokens for the published 2x16x16), a fixed sine-cosine table
+over the flattened (t, h, w) token index is added (VideoMAE's, not learned), and pre-norm
+transformer blocks attend jointly over all tokens. The classifier averages the tokens, applies
+`fc_norm` and the linear `fc` (Hugging Face `VideoMAEForVideoClassification` with
+`use_mean_pooling=True`).
+
+`VideoViTEncoder` also runs on the visible tokens only, given a boolean mask (B, N) with True =
+masked: the encoder of VideoMAE pre-training (`tubelet.models.videomae`), which at 90% masking sees
+a tenth of the tokens.
+
+Variants (channels = `num_heads * width`, `width` = channels per head, 64 in the published models,
+so `width=16` shrinks a model four-fold for CPU runs; depth 12 and MLP ratio 4 in all):
+
+| name | heads | channels | params (K=400) |
+|---|---:|---:|---:|
+| `vit_b_16_video` | 12 | 768 | 86.5M (VideoMAE ViT-B) |
+| `vit_s_16_video` | 6 | 384 | 22M (VideoMAE ViT-S) |
+| `vit_t_16_video` | 3 | 192 | 5.7M (ViT-Ti widths) |
+
+Import: `checkpoint_format="transformers"` from a `VideoMAEForVideoClassification` folder; its
+config.json sets every argument.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+from torchvision.ops import StochasticDepth
+
+from tubelet.models.base import VideoClassifier
+from tubelet.models.registry import register_model
+from tubelet.nn.attention import Attention
+from tubelet.nn.checkpoint import checkpoint_module
+from tubelet.nn.masking import keep_visible, tube_grid
+
+
+@lru_cache(maxsize=16)
+def _sinusoid_table(length: int, dim: int) -> Tensor:
+    # Computed in float64 and rounded once, as VideoMAE's numpy table.
+    position = torch.arange(length, dtype=torch.float64)[:, None]  # (L, 1)
+    j = torch.arange(dim)
+    angle = position / 10000.0 ** (2 * torch.div(j, 2, rounding_mode="floor") / dim)  # (L, D)
+    return torch.where(j % 2 == 0, angle.sin(), angle.cos()).float()
+
+
+def sinusoid_positions(length: int, dim: int) -> Tensor:
+    """(length, dim) fixed positions: sin(p / 10000^(2i/dim)) in dims 2i, cos in dims 2i+1.
+
+    The table of "Attention is all you need" (section 3.5) over the flattened token index, which
+    VideoMAE adds to its tubelet tokens instead of learned positions.
+    """
+    return _sinusoid_table(length, dim)
+
+
+class TubeletEmbed(nn.Module):
+    """(B, C, T, H, W) -> tokens (B, N, D): one Conv3d with kernel = stride = tube size."""
+
+    def __init__(self, dim: int, *, tubelet_size: int, patch_size: int, in_chans: int) -> None:
+        super().__init__()
+        self.tubelet_size = tubelet_size
+        self.patch_size = patch_size
+        kernel = (tubelet_size, patch_size, patch_size)
+        self.proj = nn.Conv3d(in_chans, dim, kernel_size=kernel, stride=kernel)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tube_grid(x.shape, self.tubelet_size, self.patch_size)  # a clear error for a bad size
+        return rearrange(self.proj(x), "b d t h w -> b (t h w) d")  # (B, N, D)
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU -> fc2, on (B, L, D)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)), on (B, L, D).
+
+    Attention is `tubelet.nn.attention.Attention` over all L tokens (joint space-time attention).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop_path: float,
+        norm_eps: float,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, round(dim * mlp_ratio))
+        self.drop_path = StochasticDepth(drop_path, "row")
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def init_vit_weights(module: nn.Module) -> None:
+    """VideoMAE's initialisation: Linear weights truncated-normal(0.02), zero biases, LayerNorm 1/0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class VideoViTEncoder(nn.Module):
+    """Tubelet embedding + fixed positions -> [visible tokens only] -> blocks -> optional `norm`.
+
+    `forward(x, mask=None)`: clip (B, C, T, H, W) -> tokens (B, L, D) in (t, h, w) order; with a
+    bool `mask` (B, N), True = masked, only the N - masked visible tokens enter the blocks (each
+    keeps the position of its tube), so L = N - masked. `final_norm` adds the LayerNorm that
+    VideoMAE's pre-training encoder ends with (`use_mean_pooling=False`).
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+        tubelet_size: int,
+        patch_size: int,
+        in_chans: int,
+        qkv_bias: bool,
+        drop_path: float,
+        norm_eps: float,
+        final_norm: bool,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.tubelet_size = tubelet_size
+        self.patch_size = patch_size
+        self.patch_embed = TubeletEmbed(
+            dim, tubelet_size=tubelet_size, patch_size=patch_size, in_chans=in_chans
+        )
+        rates = torch.linspace(0, drop_path, depth).tolist()  # stochastic depth grows with depth
+        self.blocks = nn.ModuleList(
+            Block(
+                dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                drop_path=rate,
+                norm_eps=norm_eps,
+            )  # fmt: skip
+            for rate in rates
+        )
+        self.norm = nn.LayerNorm(dim, eps=norm_eps) if final_norm else nn.Identity()
+        self.grad_checkpointing = False
+
+    def grid(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
+        """The (t, h, w) token grid of a clip of shape (B, C, T, H, W)."""
+        return tube_grid(shape, self.tubelet_size, self.patch_size)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        tokens = self.patch_embed(x)  # (B, N, D)
+        tokens = tokens + sinusoid_positions(tokens.shape[1], self.dim).to(tokens)
+        if mask is not None:
+            tokens = keep_visible(tokens, mask)  # (B, L, D), L = N - masked
+        for block in self.blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                tokens = checkpoint_module(block, tokens)
+            else:
+                tokens = block(tokens)
+        return self.norm(tokens)
+
+
+class VideoViT(VideoClassifier):
+    """Video ViT classifier: `encoder` (no final norm), mean over tokens, `fc_norm`, `fc`.
+
+    `forward_features` gives the tokens as (B, D, t, h, w); `forward_head(pre_logits=True)` gives
+    their mean (as every tubelet classifier), and the logits are `fc(fc_norm(mean))`.
+
+    Attention uses one `qkv` projection with a bias on q, k and v. VideoMAE has biases on q and v
+    only; its checkpoints import with a zero key bias, which changes nothing: a key bias adds
+    q . b_k to every score of a query's row, and softmax is unchanged by a constant per row (so the
+    key bias also gets exactly zero gradient).
+
+    Channels = `num_heads * width`; `mlp_ratio` sets the MLP width; `drop_path` is the stochastic
+    depth of the last block (linear from 0 over the blocks); `norm_eps` is the blocks' LayerNorm
+    eps and `head_norm_eps` that of `fc_norm` (VideoMAE uses 1e-6; Hugging Face 1e-12 and 1e-5).
+    Clips must tile into tubes: T divisible by `tubelet_size`, H and W by `patch_size`.
+    """
+
+    def __init__(
+        self,
+        *,
+        width: int,
+        depth: int,
+        num_heads: int,
+        num_classes: int,
+        mlp_ratio: float = 4.0,
+        tubelet_size: int = 2,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        qkv_bias: bool = True,
+        dropout: float = 0.0,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
+        head_norm_eps: float = 1e-6,
+    ) -> None:
+        if width < 1 or depth < 1 or num_heads < 1:
+            raise ValueError(
+                f"width, depth and num_heads must be >= 1, got {width}, {depth}, {num_heads}"
+            )
+        dim = width * num_heads
+        super().__init__(num_features=dim, num_classes=num_classes, dropout=dropout)
+        self.encoder = VideoViTEncoder(
+            dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+            tubelet_size=tubelet_size, patch_size=patch_size, in_chans=in_chans,
+            qkv_bias=qkv_bias, drop_path=drop_path, norm_eps=norm_eps, final_norm=False,
+        )  # fmt: skip
+        self.fc_norm = nn.LayerNorm(dim, eps=head_norm_eps)
+        init_vit_weights(self.encoder)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> tokens laid out as (B, D, t, h, w)."""
+        t, h, w = self.encoder.grid(x.shape)
+        tokens = self.encoder(x)  # (B, N, D)
+        return rearrange(tokens, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
+
+    def forward_head(self, feats: Tensor, pre_logits: bool = False) -> Tensor:
+        """Tokens (B, D, t, h, w) -> logits, or their mean (B, D) if `pre_logits`."""
+        pooled = self.pool_features(feats)  # (B, D)
+        if pre_logits:
+            return pooled
+        return self.fc(self.head_drop(self.fc_norm(pooled)))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint every encoder block while training (less memory, one more forward)."""
+        super().set_grad_checkpointing(enable)
+        self.encoder.grad_checkpointing = enable
+
+
+@register_model
+def vit_b_16_video(
+    *,
+    num_classes: int = 400,
+    width: int = 64,
+    depth: int = 12,
+    num_heads: int = 12,
+    mlp_ratio: float = 4.0,
+    tubelet_size: int = 2,
+    patch_size: int = 16,
+    in_chans: int = 3,
+    qkv_bias: bool = True,
+    dropout: float = 0.0,
+    drop_path: float = 0.0,
+    norm_eps: float = 1e-6,
+    head_norm_eps: float = 1e-6,
+) -> VideoViT:
+    """ViT-B/16 on 2x16x16 tubelets (VideoMAE's ViT-B: 768 channels, 12 heads, 12 blocks)."""
+    return VideoViT(
+        width=width, depth=depth, num_heads=num_heads, num_classes=num_classes,
+        mlp_ratio=mlp_ratio, tubelet_size=tubelet_size, patch_size=patch_size, in_chans=in_chans,
+        qkv_bias=qkv_bias, dropout=dropout, drop_path=drop_path, norm_eps=norm_eps,
+        head_norm_eps=head_norm_eps,
+    )  # fmt: skip
+
+
+@register_model
+def vit_s_16_video(
+    *,
+    num_classes: int = 400,
+    width: int = 64,
+    depth: int = 12,
+    num_heads: int = 6,
+    mlp_ratio: float = 4.0,
+    tubelet_size: int = 2,
+    patch_size: int = 16,
+    in_chans: int = 3,
+    qkv_bias: bool = True,
+    dropout: float = 0.0,
+    drop_path: float = 0.0,
+    norm_eps: float = 1e-6,
+    head_norm_eps: float = 1e-6,
+) -> VideoViT:
+    """ViT-S/16 on 2x16x16 tubelets (VideoMAE's ViT-S: 384 channels, 6 heads, 12 blocks)."""
+    return VideoViT(
+        width=width, depth=depth, num_heads=num_heads, num_classes=num_classes,
+        mlp_ratio=mlp_ratio, tubelet_size=tubelet_size, patch_size=patch_size, in_chans=in_chans,
+        qkv_bias=qkv_bias, dropout=dropout, drop_path=drop_path, norm_eps=norm_eps,
+        head_norm_eps=head_norm_eps,
+    )  # fmt: skip
+
+
+@register_model
+def vit_t_16_video(
+    *,
+    num_classes: int = 400,
+    width: int = 64,
+    depth: int = 12,
+    num_heads: int = 3,
+    mlp_ratio: float = 4.0,
+    tubelet_size: int = 2,
+    patch_size: int = 16,
+    in_chans: int = 3,
+    qkv_bias: bool = True,
+    dropout: float = 0.0,
+    drop_path: float = 0.0,
+    norm_eps: float = 1e-6,
+    head_norm_eps: float = 1e-6,
+) -> VideoViT:
+    """ViT-Ti/16 on 2x16x16 tubelets (192 channels, 3 heads, 12 blocks)."""
+    return VideoViT(
+        width=width, depth=depth, num_heads=num_heads, num_classes=num_classes,
+        mlp_ratio=mlp_ratio, tubelet_size=tubelet_size, patch_size=patch_size, in_chans=in_chans,
+        qkv_bias=qkv_bias, dropout=dropout, drop_path=drop_path, norm_eps=norm_eps,
+        head_norm_eps=head_norm_eps,
+    )  # fmt: skip

@@ -1,0 +1,136 @@
+"""Cases the distributed tests run in spawned processes (a module importable by name, which
+`torch.multiprocessing.spawn` needs: the test modules themselves are imported by path)."""
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from tubelet.data.datasets import collate_clips
+from tubelet.data.loader import ShardSampler, ShuffleSampler
+from tubelet.engine import distributed as dist
+from tubelet.engine.run import RunDir
+from tubelet.engine.trainer import OptimConfig, RuntimeConfig, Trainer, evaluate_loader
+from tubelet.tasks import ClassificationTask
+
+CLASSES = 3
+
+
+class Clips(Dataset):
+    """Clips (3, 2, 4, 4) of 3 classes (shifted means); items in `bad` are unreadable; with
+    `views=True` each clip is one evaluation view (1, 3, 2, 4, 4)."""
+
+    def __init__(self, n, seed, *, views=False, bad=()):
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.randint(0, CLASSES, (n,), generator=g)
+        self.videos = torch.randn(n, 3, 2, 4, 4, generator=g) + self.labels.view(n, 1, 1, 1, 1)
+        self.views = views
+        self.bad = set(bad)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        if i in self.bad:
+            return {"video": None, "label": -1, "index": i, "bad_files": [(f"/v{i}.mp4", "empty")]}
+        video = self.videos[i].unsqueeze(0) if self.views else self.videos[i]
+        return {"video": video, "label": int(self.labels[i]), "index": i, "bad_files": []}
+
+
+class Net(nn.Module):
+    """Two Linear layers in a Sequential (so FSDP shards them one by one)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(96, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+# 7 videos: shares of 4 and 3 on two processes, in batches of 3: 2 batches and 1 (FSDP evaluation
+# must keep the processes in step).
+VAL = Clips(7, seed=2, views=True)
+
+
+def make_trainer(root, *, rank=0, world=1, batch_size=8, epochs=1, parallel="ddp", bad=()):
+    train = Clips(8, seed=1, bad=bad)
+    sampler = ShuffleSampler(len(train), seed=0, rank=rank, world_size=world)
+    return Trainer(
+        Net(), ClassificationTask(CLASSES, label_smoothing=0.0),
+        train_loader=DataLoader(train, batch_size, sampler=sampler, collate_fn=collate_clips),
+        val_loader=DataLoader(
+            VAL, batch_size=3, sampler=ShardSampler(len(VAL), rank=rank, world_size=world),
+            collate_fn=collate_clips,
+        ),
+        config=OptimConfig(epochs=epochs, lr=0.01, warmup_epochs=0.5, grad_clip=None),
+        run=RunDir(Path(root)), spec={"model": "net", "model_args": {}}, show_progress=False,
+        runtime=RuntimeConfig(parallel=parallel),
+    )  # fmt: skip
+
+
+def first_moments(trainer):
+    """AdamW's first moment per parameter after one step: (1 - beta1) * the averaged gradient."""
+    moments = []
+    for p in trainer.model.parameters():
+        m = trainer.optimizer.state[p]["exp_avg"]
+        moments.append(m.full_tensor() if hasattr(m, "full_tensor") else m)
+    return moments
+
+
+def worker(rank, world, port, root, results):
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    out = {}
+    # One step of a global batch of 8 (4 per process), DDP and FSDP.
+    for parallel in ("ddp", "fsdp"):
+        trainer = make_trainer(
+            f"{root}/{parallel}", rank=rank, world=world, batch_size=4, parallel=parallel
+        )
+        summary = trainer.fit()
+        out[parallel] = {
+            "moments": [m.clone() for m in first_moments(trainer)],
+            "summary": {k: v for k, v in summary.items() if k.startswith("val_")},
+            "processes": summary["processes"],
+        }
+    # Resume: interrupted in epoch 2 and run again equals a straight run.
+    straight = make_trainer(f"{root}/straight", rank=rank, world=world, batch_size=2, epochs=2)
+    straight.fit()
+    broken = make_trainer(f"{root}/resumed", rank=rank, world=world, batch_size=2, epochs=2)
+    real_epoch, calls = broken._train_epoch, []
+
+    def crash_in_epoch_two(progress):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(progress)
+
+    broken._train_epoch = crash_in_epoch_two
+    with contextlib.suppress(KeyboardInterrupt):
+        broken.fit()
+    resumed = make_trainer(f"{root}/resumed", rank=rank, world=world, batch_size=2, epochs=2)
+    resumed.fit()
+    out["resume_equal"] = all(
+        torch.equal(a, b)
+        for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True)
+    )
+    # A process whose batch is all unreadable: gradients are averaged by hand, ranks stay equal.
+    bad = make_trainer(
+        f"{root}/bad", rank=rank, world=world, batch_size=2, bad=range(8) if rank else ()
+    )
+    bad.fit()
+    out["bad_params"] = [p.detach().clone() for p in bad.model.parameters()]
+    # Evaluation alone: every video once.
+    meter_videos = evaluate_loader(
+        Net(), ClassificationTask(CLASSES), bad.val_loader, device=torch.device("cpu")
+    )["num_videos"]
+    out["eval_videos"] = meter_videos
+    results[rank] = out
+    dist.destroy()

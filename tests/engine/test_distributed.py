@@ -1,0 +1,113 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from distributed_cases import CLASSES, Net, first_moments, make_trainer, worker
+from safetensors.torch import load_file
+from torch import nn
+
+from tubelet.engine import distributed as dist
+from tubelet.tasks import ClassificationTask
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(worker, args=(2, _free_port(), str(tmp_path), results), nprocs=2, join=True)
+    one = make_trainer(tmp_path / "one", batch_size=8)
+    single = one.fit()
+    expected_val = {k: v for k, v in single.items() if k.startswith("val_")}
+    for parallel in ("ddp", "fsdp"):
+        for rank in (0, 1):
+            got = results[rank][parallel]
+            assert got["processes"] == 2
+            for a, b in zip(got["moments"], first_moments(one), strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+            # Validation: 7 videos, each counted once, the same metrics as one process.
+            assert got["summary"] == expected_val
+            assert got["summary"]["val_num_videos"] == 7
+        # Rank 0 alone wrote the run folder, once per epoch; weights gathered whole under FSDP.
+        root = tmp_path / parallel
+        assert len((root / "metrics.jsonl").read_text().splitlines()) == 1
+        assert json.loads((root / "summary.json").read_text())["processes"] == 2
+        weights = load_file(root / "best" / "model.safetensors")
+        assert weights["body.1.weight"].shape == (16, 96)
+        torch.testing.assert_close(weights["body.1.weight"], one.model.body[1].weight.detach())
+    assert results[0]["resume_equal"] and results[1]["resume_equal"]
+    for a, b in zip(results[0]["bad_params"], results[1]["bad_params"], strict=True):
+        assert torch.equal(a, b)
+    assert results[0]["eval_videos"] == results[1]["eval_videos"] == 7
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_train_command_on_two_processes(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-port", str(_free_port()), "-m", "tubelet", "train", "--data", str(tiny_dataset),
+        "--model", "r2plus1d_18", "-m", "width=4", "--frames", "4", "--size", "32",
+        "--epochs", "1", "--batch-size", "2", "--workers", "0", "--out", str(out),
+        "--grad-checkpointing", "--channels-last",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2
+    val_videos = len((tiny_dataset / "val.csv").read_text().splitlines())
+    assert summary["val_num_videos"] == val_videos  # each validation video once, none twice
+    assert result.stdout.count("Run folder:") == 1  # rank 0 prints the summary
+    assert (out / "best" / "model.safetensors").is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert config["grad_checkpointing"] and config["channels_last"] and not config["fsdp"]
+
+
+def test_without_torchrun_everything_is_one_process():
+    assert dist.init_distributed() == dist.DistEnv(rank=0, world_size=1, local_rank=0)
+    assert dist.all_reduce_sum([1.0, 2.0]) == [1.0, 2.0]
+    assert dist.all_reduce_max(3) == 3
+    meter = ClassificationTask(CLASSES).new_meter()
+    assert dist.gather_meters(meter) is meter
+    model = Net()
+    assert dist.wrap_model(model, "fsdp", torch.device("cpu")) is model
+
+
+def test_fsdp_shards_each_block_once():
+    model = nn.Sequential(
+        nn.Conv3d(3, 4, 1),
+        nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))),
+        nn.ReLU(),
+    )
+    units = dist.fsdp_units(model)
+    assert units == [model[0], model[1]]  # outermost items with parameters; none nested
+    blocks = nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 2)])
+    holder = nn.Module()
+    holder.blocks, holder.head = blocks, nn.Linear(2, 2)
+    assert dist.fsdp_units(holder) == list(blocks)
+
+
+def test_merged_meters_equal_one_meter_over_all_videos():
+    task = ClassificationTask(CLASSES, reversal_pairs=((0, 1),))
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(7, 2, CLASSES, generator=g), torch.randint(0, 3, (7,), generator=g)
+    reversed_logits = torch.randn(7, 2, CLASSES, generator=g)
+    whole, first, second = task.new_meter(), task.new_meter(), task.new_meter()
+    whole.update(logits, labels, reversed_logits)
+    first.update(logits[:4], labels[:4], reversed_logits[:4])
+    second.update(logits[4:], labels[4:], reversed_logits[4:])
+    first.merge(second)
+    assert first.compute() == whole.compute()
+    with pytest.raises(ValueError, match="cannot merge"):
+        first.merge(ClassificationTask(5).new_meter())
