@@ -92,7 +92,8 @@ def train(
     from tubelet.engine.jobs import TrainJob, default_model, default_workers
     from tubelet.engine.jobs import train as train_job
 
-    model = model or ("frame_transformer" if features else None)  # the default on features
+    if model is None and features is not None and task == "classification":
+        model = "frame_transformer"  # the default head on cached features
     model = model or run_job(lambda: pretrained_classifier(init) if init else default_model(task))
     job = TrainJob(
         out=out or Path("runs") / model,

@@ -35,7 +35,7 @@ from tubelet.data.untrimmed import (
     read_detection_annotations,
 )
 from tubelet.engine.checkpoint import find_checkpoint, load_model
-from tubelet.engine.jobs import TrainJob, check_same_run, jsonable
+from tubelet.engine.jobs import TrainJob, check_same_run, jsonable, runtime_config
 from tubelet.engine.progress import TrainProgress
 from tubelet.engine.run import RunDir, seed_everything, versions
 from tubelet.engine.trainer import OptimConfig, Trainer, to_device
@@ -179,7 +179,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> 
     )  # fmt: skip
     trainer = Trainer(
         model, task, config=optim, run=run, spec=spec, show_progress=show_progress,
-        monitor="average_mAP",
+        monitor="average_mAP", runtime=runtime_config(job),
         train_loader=_loader(train_set, batch_size=job.batch_size, train=True, multiple=multiple,
                              seed=job.seed),
         val_loader=_loader(val_set, batch_size=job.batch_size, train=False, multiple=multiple,

@@ -112,7 +112,8 @@ def default_workers() -> int:
 
 def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None = None) -> dict:
     """Train (or resume) the run in `job.out` with the job of `job.task`; return its summary."""
-    if job.features is not None:  # classification on cached features
+    # Cached features train a classification head; only detection reads them itself.
+    if job.features is not None and job.task != "detection":
         module = "tubelet.engine.features"
         return importlib.import_module(module).train(job, show_progress=show_progress)
     module = TASKS[check_task(job.task)][0]
