@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -290,18 +291,19 @@ def _heads(width: int, stages: int, num_heads: Sequence[int] | None) -> tuple[in
 
 def _build(
     *,
-    num_classes: int,
-    width: int,
-    depths: Sequence[int],
-    num_heads: Sequence[int] | None,
-    window_size: Sequence[int],
-    patch_size: Sequence[int],
-    dropout: float,
-    block_dropout: float,
-    attention_dropout: float,
-    stochastic_depth_prob: float,
+    num_classes: int = 400,
+    width: int = 96,
+    depths: Sequence[int] = (2, 2, 6, 2),
+    num_heads: Sequence[int] | None = None,
+    window_size: Sequence[int] = (8, 7, 7),
+    patch_size: Sequence[int] = (2, 4, 4),
+    dropout: float = 0.0,
+    block_dropout: float = 0.0,
+    attention_dropout: float = 0.0,
+    stochastic_depth_prob: float = 0.1,
 ) -> SwinTransformer3d:
-    """A SwinTransformer3d; sequences become tuples (a saved spec holds JSON lists)."""
+    """A SwinTransformer3d with torchvision's defaults; sequences become tuples (a saved spec holds
+    JSON lists). The variants below change only width and depths; every argument can be passed."""
     return SwinTransformer3d(
         num_classes=num_classes,
         width=width,
@@ -317,96 +319,27 @@ def _build(
 
 
 @register_model
-def swin3d_t(
-    *,
-    num_classes: int = 400,
-    width: int = 96,
-    depths: Sequence[int] = (2, 2, 6, 2),
-    num_heads: Sequence[int] | None = None,
-    window_size: Sequence[int] = (8, 7, 7),
-    patch_size: Sequence[int] = (2, 4, 4),
-    dropout: float = 0.0,
-    block_dropout: float = 0.0,
-    attention_dropout: float = 0.0,
-    stochastic_depth_prob: float = 0.1,
-) -> SwinTransformer3d:
-    """Swin3D-T (28M parameters at the defaults): torchvision `swin3d_t`.
+def swin3d_t(**kwargs: Any) -> SwinTransformer3d:
+    """Swin3D-T (28M parameters at the defaults): torchvision `swin3d_t`, width 96, depths 2-2-6-2.
 
-    Arguments: see `SwinTransformer3d`.
+    Arguments: those of `_build` (see `SwinTransformer3d`).
     """
-    return _build(
-        num_classes=num_classes,
-        width=width,
-        depths=depths,
-        num_heads=num_heads,
-        window_size=window_size,
-        patch_size=patch_size,
-        dropout=dropout,
-        block_dropout=block_dropout,
-        attention_dropout=attention_dropout,
-        stochastic_depth_prob=stochastic_depth_prob,
-    )
+    return _build(**{"width": 96, "depths": (2, 2, 6, 2), **kwargs})
 
 
 @register_model
-def swin3d_s(
-    *,
-    num_classes: int = 400,
-    width: int = 96,
-    depths: Sequence[int] = (2, 2, 18, 2),
-    num_heads: Sequence[int] | None = None,
-    window_size: Sequence[int] = (8, 7, 7),
-    patch_size: Sequence[int] = (2, 4, 4),
-    dropout: float = 0.0,
-    block_dropout: float = 0.0,
-    attention_dropout: float = 0.0,
-    stochastic_depth_prob: float = 0.1,
-) -> SwinTransformer3d:
-    """Swin3D-S (50M parameters at the defaults): torchvision `swin3d_s`.
+def swin3d_s(**kwargs: Any) -> SwinTransformer3d:
+    """Swin3D-S (50M parameters at the defaults): torchvision `swin3d_s`, width 96, depths 2-2-18-2.
 
-    Arguments: see `SwinTransformer3d`.
+    Arguments: those of `_build` (see `SwinTransformer3d`).
     """
-    return _build(
-        num_classes=num_classes,
-        width=width,
-        depths=depths,
-        num_heads=num_heads,
-        window_size=window_size,
-        patch_size=patch_size,
-        dropout=dropout,
-        block_dropout=block_dropout,
-        attention_dropout=attention_dropout,
-        stochastic_depth_prob=stochastic_depth_prob,
-    )
+    return _build(**{"width": 96, "depths": (2, 2, 18, 2), **kwargs})
 
 
 @register_model
-def swin3d_b(
-    *,
-    num_classes: int = 400,
-    width: int = 128,
-    depths: Sequence[int] = (2, 2, 18, 2),
-    num_heads: Sequence[int] | None = None,
-    window_size: Sequence[int] = (8, 7, 7),
-    patch_size: Sequence[int] = (2, 4, 4),
-    dropout: float = 0.0,
-    block_dropout: float = 0.0,
-    attention_dropout: float = 0.0,
-    stochastic_depth_prob: float = 0.1,
-) -> SwinTransformer3d:
-    """Swin3D-B (88M parameters at the defaults): torchvision `swin3d_b`.
+def swin3d_b(**kwargs: Any) -> SwinTransformer3d:
+    """Swin3D-B (88M parameters at the defaults): torchvision `swin3d_b`, width 128, depths 2-2-18-2.
 
-    Arguments: see `SwinTransformer3d`.
+    Arguments: those of `_build` (see `SwinTransformer3d`).
     """
-    return _build(
-        num_classes=num_classes,
-        width=width,
-        depths=depths,
-        num_heads=num_heads,
-        window_size=window_size,
-        patch_size=patch_size,
-        dropout=dropout,
-        block_dropout=block_dropout,
-        attention_dropout=attention_dropout,
-        stochastic_depth_prob=stochastic_depth_prob,
-    )
+    return _build(**{"width": 128, "depths": (2, 2, 18, 2), **kwargs})

@@ -19,7 +19,7 @@ Hugging Face's `TimesformerForVideoClassification`, so its folders load with
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -278,22 +278,22 @@ class TimeSformer(VideoClassifier):
 
 def _build(
     *,
-    num_classes: int,
-    width: int,
-    depth: int,
-    num_heads: int | None,
-    mlp_dim: int | None,
-    image_size: int,
-    patch_size: int,
-    num_frames: int,
-    attention: AttentionType,
-    qkv_bias: bool,
-    layer_norm_eps: float,
-    in_channels: int,
-    dropout: float,
+    num_classes: int = 400,
+    width: int = 768,
+    depth: int = 12,
+    num_heads: int | None = None,
+    mlp_dim: int | None = None,
+    image_size: int = 224,
+    patch_size: int = 16,
+    num_frames: int = 8,
+    attention: AttentionType = "divided",
+    qkv_bias: bool = True,
+    layer_norm_eps: float = 1e-6,
+    in_channels: int = 3,
+    dropout: float = 0.0,
 ) -> TimeSformer:
-    """A TimeSformer; `num_heads` defaults to width // 64 (ViT's 64-wide heads, at least one),
-    `mlp_dim` to 4 * width."""
+    """A TimeSformer with Base's defaults; `num_heads` defaults to width // 64 (ViT's 64-wide heads,
+    at least one), `mlp_dim` to 4 * width."""
     if width < 1:
         raise ValueError(f"width must be >= 1, got {width}")
     return TimeSformer(
@@ -314,73 +314,16 @@ def _build(
 
 
 @register_model
-def timesformer_base(
-    *,
-    num_classes: int = 400,
-    width: int = 768,
-    depth: int = 12,
-    num_heads: int | None = None,
-    mlp_dim: int | None = None,
-    image_size: int = 224,
-    patch_size: int = 16,
-    num_frames: int = 8,
-    attention: AttentionType = "divided",
-    qkv_bias: bool = True,
-    layer_norm_eps: float = 1e-6,
-    in_channels: int = 3,
-    dropout: float = 0.0,
-) -> TimeSformer:
+def timesformer_base(**kwargs: Any) -> TimeSformer:
     """TimeSformer-Base: ViT-B/16 (768 wide, 12 blocks, 12 heads), 8 frames of 224 px, divided
-    attention (Hugging Face `TimesformerConfig()` defaults, `facebook/timesformer-base-*`)."""
-    return _build(
-        num_classes=num_classes,
-        width=width,
-        depth=depth,
-        num_heads=num_heads,
-        mlp_dim=mlp_dim,
-        image_size=image_size,
-        patch_size=patch_size,
-        num_frames=num_frames,
-        attention=attention,
-        qkv_bias=qkv_bias,
-        layer_norm_eps=layer_norm_eps,
-        in_channels=in_channels,
-        dropout=dropout,
-    )
+    attention (Hugging Face `TimesformerConfig()` defaults, `facebook/timesformer-base-*`).
+    Arguments: those of `_build`."""
+    return _build(**kwargs)
 
 
 @register_model
-def timesformer_small(
-    *,
-    num_classes: int = 400,
-    width: int = 384,
-    depth: int = 12,
-    num_heads: int | None = None,
-    mlp_dim: int | None = None,
-    image_size: int = 224,
-    patch_size: int = 16,
-    num_frames: int = 8,
-    attention: AttentionType = "divided",
-    qkv_bias: bool = True,
-    layer_norm_eps: float = 1e-6,
-    in_channels: int = 3,
-    dropout: float = 0.0,
-) -> TimeSformer:
+def timesformer_small(**kwargs: Any) -> TimeSformer:
     """TimeSformer-Small: ViT-S/16 widths (384 wide, 12 blocks, 6 heads, as DeiT-S), 8 frames of
     224 px, divided attention. No published checkpoint; a quarter of Base's compute, for training
-    from scratch and for CPU runs."""
-    return _build(
-        num_classes=num_classes,
-        width=width,
-        depth=depth,
-        num_heads=num_heads,
-        mlp_dim=mlp_dim,
-        image_size=image_size,
-        patch_size=patch_size,
-        num_frames=num_frames,
-        attention=attention,
-        qkv_bias=qkv_bias,
-        layer_norm_eps=layer_norm_eps,
-        in_channels=in_channels,
-        dropout=dropout,
-    )
+    from scratch and for CPU runs. Arguments: those of `_build`."""
+    return _build(**{"width": 384, **kwargs})

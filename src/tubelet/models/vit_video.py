@@ -28,6 +28,7 @@ config.json sets every argument.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -257,79 +258,27 @@ class VideoViT(VideoClassifier):
         self.encoder.grad_checkpointing = enable
 
 
+def _vit(num_heads: int, kwargs: dict[str, Any]) -> VideoViT:
+    """A VideoViT of `num_heads` heads of 64 channels over 12 blocks, 400 classes, unless
+    `kwargs` (any `VideoViT` argument) says otherwise."""
+    return VideoViT(
+        **{"width": 64, "depth": 12, "num_heads": num_heads, "num_classes": 400, **kwargs}
+    )
+
+
 @register_model
-def vit_b_16_video(
-    *,
-    num_classes: int = 400,
-    width: int = 64,
-    depth: int = 12,
-    num_heads: int = 12,
-    mlp_ratio: float = 4.0,
-    tubelet_size: int = 2,
-    patch_size: int = 16,
-    in_chans: int = 3,
-    qkv_bias: bool = True,
-    dropout: float = 0.0,
-    drop_path: float = 0.0,
-    norm_eps: float = 1e-6,
-    head_norm_eps: float = 1e-6,
-) -> VideoViT:
+def vit_b_16_video(**kwargs: Any) -> VideoViT:
     """ViT-B/16 on 2x16x16 tubelets (VideoMAE's ViT-B: 768 channels, 12 heads, 12 blocks)."""
-    return VideoViT(
-        width=width, depth=depth, num_heads=num_heads, num_classes=num_classes,
-        mlp_ratio=mlp_ratio, tubelet_size=tubelet_size, patch_size=patch_size, in_chans=in_chans,
-        qkv_bias=qkv_bias, dropout=dropout, drop_path=drop_path, norm_eps=norm_eps,
-        head_norm_eps=head_norm_eps,
-    )  # fmt: skip
+    return _vit(12, kwargs)
 
 
 @register_model
-def vit_s_16_video(
-    *,
-    num_classes: int = 400,
-    width: int = 64,
-    depth: int = 12,
-    num_heads: int = 6,
-    mlp_ratio: float = 4.0,
-    tubelet_size: int = 2,
-    patch_size: int = 16,
-    in_chans: int = 3,
-    qkv_bias: bool = True,
-    dropout: float = 0.0,
-    drop_path: float = 0.0,
-    norm_eps: float = 1e-6,
-    head_norm_eps: float = 1e-6,
-) -> VideoViT:
+def vit_s_16_video(**kwargs: Any) -> VideoViT:
     """ViT-S/16 on 2x16x16 tubelets (VideoMAE's ViT-S: 384 channels, 6 heads, 12 blocks)."""
-    return VideoViT(
-        width=width, depth=depth, num_heads=num_heads, num_classes=num_classes,
-        mlp_ratio=mlp_ratio, tubelet_size=tubelet_size, patch_size=patch_size, in_chans=in_chans,
-        qkv_bias=qkv_bias, dropout=dropout, drop_path=drop_path, norm_eps=norm_eps,
-        head_norm_eps=head_norm_eps,
-    )  # fmt: skip
+    return _vit(6, kwargs)
 
 
 @register_model
-def vit_t_16_video(
-    *,
-    num_classes: int = 400,
-    width: int = 64,
-    depth: int = 12,
-    num_heads: int = 3,
-    mlp_ratio: float = 4.0,
-    tubelet_size: int = 2,
-    patch_size: int = 16,
-    in_chans: int = 3,
-    qkv_bias: bool = True,
-    dropout: float = 0.0,
-    drop_path: float = 0.0,
-    norm_eps: float = 1e-6,
-    head_norm_eps: float = 1e-6,
-) -> VideoViT:
+def vit_t_16_video(**kwargs: Any) -> VideoViT:
     """ViT-Ti/16 on 2x16x16 tubelets (192 channels, 3 heads, 12 blocks)."""
-    return VideoViT(
-        width=width, depth=depth, num_heads=num_heads, num_classes=num_classes,
-        mlp_ratio=mlp_ratio, tubelet_size=tubelet_size, patch_size=patch_size, in_chans=in_chans,
-        qkv_bias=qkv_bias, dropout=dropout, drop_path=drop_path, norm_eps=norm_eps,
-        head_norm_eps=head_norm_eps,
-    )  # fmt: skip
+    return _vit(3, kwargs)
