@@ -13,13 +13,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-# The main job: the per-frame baseline against a temporal model on the built-in dataset.
+# The main job: the per-frame baseline against two temporal models on the built-in dataset.
 demo: $(STAMP)
 	$(TUBELET) train --model frame2d_resnet18 --model-arg width=16 --frames 8 --size 64 \
 		--epochs 8 --batch-size 16 --lr 2e-3 --out $(DEMO)/frame2d_resnet18
 	$(TUBELET) train --model r2plus1d_18 --model-arg width=16 --frames 8 --size 64 \
 		--epochs 8 --batch-size 16 --lr 2e-3 --out $(DEMO)/r2plus1d_18
-	$(TUBELET) compare $(DEMO)/frame2d_resnet18 $(DEMO)/r2plus1d_18
+	$(TUBELET) train --model slowfast_r50 --model-arg width=16 --frames 8 --size 64 \
+		--epochs 8 --batch-size 16 --lr 2e-3 --out $(DEMO)/slowfast_r50
+	$(TUBELET) compare $(DEMO)/frame2d_resnet18 $(DEMO)/r2plus1d_18 $(DEMO)/slowfast_r50
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
