@@ -233,38 +233,15 @@ class VideoMAEPretrain(nn.Module):
 
 
 @register_model(kind="pretrain")
-def videomae_pretrain(
-    *,
-    width: int = 64,
-    depth: int = 12,
-    num_heads: int = 12,
-    decoder_depth: int = 4,
-    decoder_heads: int = 6,
-    decoder_width: int | None = None,
-    mlp_ratio: float = 4.0,
-    decoder_mlp_ratio: float = 4.0,
-    tubelet_size: int = 2,
-    patch_size: int = 16,
-    in_chans: int = 3,
-    qkv_bias: bool = True,
-    drop_path: float = 0.0,
-    norm_eps: float = 1e-6,
-    head_norm_eps: float = 1e-6,
-    encoder_norm: bool = True,
-    norm_pix_loss: bool = True,
-    pixel_mean: Sequence[float] | None = IMAGENET_MEAN,
-    pixel_std: Sequence[float] | None = IMAGENET_STD,
-    mask_ratio: float = 0.9,
-    masking: str = "tube",
-) -> VideoMAEPretrain:
-    """VideoMAE ViT-B/16 pre-training model (decoder 384 wide, 4 blocks), 90% tube masking."""
+def videomae_pretrain(**kwargs: Any) -> VideoMAEPretrain:
+    """VideoMAE ViT-B/16 pre-training model (decoder 384 wide, 4 blocks), 90% tube masking.
+
+    Arguments: any of `VideoMAEPretrain`'s; these defaults give ViT-B (64-wide heads, 12 of them,
+    12 blocks) and a 4-block decoder of 6 heads.
+    """
     return VideoMAEPretrain(
-        width=width, depth=depth, num_heads=num_heads, decoder_depth=decoder_depth,
-        decoder_heads=decoder_heads, decoder_width=decoder_width, mlp_ratio=mlp_ratio,
-        decoder_mlp_ratio=decoder_mlp_ratio, tubelet_size=tubelet_size, patch_size=patch_size,
-        in_chans=in_chans, qkv_bias=qkv_bias, drop_path=drop_path, norm_eps=norm_eps,
-        head_norm_eps=head_norm_eps, encoder_norm=encoder_norm, norm_pix_loss=norm_pix_loss,
-        pixel_mean=pixel_mean, pixel_std=pixel_std, mask_ratio=mask_ratio, masking=masking,
+        **{"width": 64, "depth": 12, "num_heads": 12, "decoder_depth": 4, "decoder_heads": 6,
+           **kwargs}
     )  # fmt: skip
 
 
