@@ -47,6 +47,12 @@ def test_train_resume_and_use(tmp_path, monkeypatch, video):
 
     model, updates = flow_job.load_flow_model(tmp_path / "run")
     assert updates == 2
+    fresh = create_model("raft_small")  # --init: the next stage starts from these weights
+    flow_job.start_from(fresh, tmp_path / "run", "raft_small")
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[name], value, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not a flow run of raft_large"):
+        flow_job.start_from(create_model("raft_large"), tmp_path / "run", "raft_large")
     out = tmp_path / "flow.mp4"
     result = flow_job.flow_video(model, video, out, num_flow_updates=1, save_npy=tmp_path / "npy")
     assert result.pairs == 5 and (result.height, result.width) == (64, 90)

@@ -40,3 +40,13 @@ def test_evaluation_refuses_data_with_other_classes(tiny_dataset, tmp_path):
     (other / "classes.txt").write_text("\n".join(reversed(names)) + "\n")
     with pytest.raises(ValueError, match="do not match the model's 10 classes"):
         jobs.evaluate(tmp_path / "run", data=other, workers=0, show_progress=False)
+
+
+def test_init_is_refused_where_no_task_uses_it(tmp_path):
+    job = TrainJob(out=tmp_path / "run", task="generation", model="video_unet", init=tmp_path)
+    with pytest.raises(ValueError, match="not --task generation: leave --init out"):
+        jobs.train(job, show_progress=False)
+    with pytest.raises(ValueError, match="unknown task 'segmentation'"):
+        jobs.train(
+            TrainJob(out=tmp_path / "run", task="segmentation", model="x"), show_progress=False
+        )

@@ -79,7 +79,10 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Run folder (resumed if it exists).")] = None,
     init: Annotated[
         Path | None,
-        typer.Option(help="A `tubelet pretrain` run: fine-tune its encoder (layer-wise lr decay)."),
+        typer.Option(
+            help="A `tubelet pretrain` run: fine-tune its encoder (layer-wise lr decay). "
+            "With --task flow: a flow run whose weights start this one (e.g. at a larger --size)."
+        ),
     ] = None,
     features: Annotated[
         Path | None,
@@ -94,7 +97,10 @@ def train(
 
     if model is None and features is not None and task == "classification":
         model = "frame_transformer"  # the default head on cached features
-    model = model or run_job(lambda: pretrained_classifier(init) if init else default_model(task))
+    finetune = init is not None and task == "classification"
+    model = model or run_job(
+        lambda: pretrained_classifier(init) if finetune else default_model(task)
+    )
     job = TrainJob(
         out=out or Path("runs") / model,
         task=task,

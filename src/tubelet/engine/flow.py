@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from tubelet.convert import load_state_dict_strict
 from tubelet.data.flow import SyntheticFlowConfig, SyntheticFlowDataset, flow_folder_dataset
 from tubelet.engine.checkpoint import find_checkpoint, load_model
 from tubelet.engine.jobs import TrainJob, check_same_run, jsonable, runtime_config
@@ -80,6 +81,8 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> 
         val_batch = 1  # full frames, whose sizes may differ
     _check_flow_model(job.model)
     model = create_model(job.model, **model_args)
+    if job.init is not None:
+        start_from(model, job.init, job.model)
     spec = {
         "model": job.model,
         "model_args": architecture_args(job.model, model_args),
@@ -106,6 +109,18 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> 
         runtime=runtime_config(job), **loaders,
     )  # fmt: skip
     return trainer.fit()
+
+
+def start_from(model: nn.Module, run: str | Path, name: str) -> None:
+    """Copy the weights of flow run `run` (the same model) into `model`: RAFT's schedule trains on
+    one data set or size and fine-tunes on the next (`--init RUN --size 128`)."""
+    trained, spec = load_model(run)
+    if spec.get("task") != "flow" or spec["model"] != name:
+        raise ValueError(
+            f"--init {run} holds a {spec.get('task', 'classification')} run of {spec['model']}, "
+            f"not a flow run of {name}: give a `tubelet train --task flow --model {name}` run"
+        )
+    load_state_dict_strict(model, trained.state_dict(), f"--init {run}")
 
 
 # -- using a model -------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ class TrainJob:
     data: Path | None = None
     model: str = "r2plus1d_18"
     model_args: dict[str, Any] = field(default_factory=dict)
-    init: Path | None = None  # a `tubelet pretrain` run whose encoder starts fine-tuning
+    init: Path | None = None  # a pretrain run whose encoder starts fine-tuning; a flow run (flow)
     features: Path | None = None  # a `tubelet extract` folder: train a temporal head on it
     frames: int = 8
     sampling: str = "uniform"
@@ -117,6 +117,11 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         module = "tubelet.engine.features"
         return importlib.import_module(module).train(job, show_progress=show_progress)
     module = TASKS[check_task(job.task)][0]
+    if job.init is not None and job.task not in ("classification", "flow"):
+        raise ValueError(
+            f"--init starts classification (from a pretrain run) or flow (from a flow run), "
+            f"not --task {job.task}: leave --init out"
+        )
     # Under torchrun: join the process group before loaders are built (they shard by rank), and
     # let rank 0 alone write the built-in dataset.
     if init_distributed().world_size > 1 and job.data is None:
