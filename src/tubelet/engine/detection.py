@@ -35,10 +35,9 @@ from tubelet.data.untrimmed import (
     read_detection_annotations,
 )
 from tubelet.engine.checkpoint import find_checkpoint, load_model
-from tubelet.engine.jobs import TrainJob, check_same_run, jsonable, runtime_config
+from tubelet.engine.jobs import TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.engine.progress import TrainProgress
-from tubelet.engine.run import RunDir, seed_everything, versions
-from tubelet.engine.trainer import OptimConfig, Trainer, to_device
+from tubelet.engine.trainer import Trainer, to_device
 from tubelet.models import architecture_args, create_model
 from tubelet.models.actionformer import DETECTION_MODELS, WindowClassifier
 from tubelet.tasks.detection import (
@@ -128,17 +127,11 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> 
     Uses `out`, `data`, `model`, `model_args`, `epochs`, `batch_size`, `lr`, `weight_decay`,
     `warmup_epochs`, `accumulate`, `precision` and `seed` of the job.
     """
-    run = RunDir(Path(job.out))
     features_dir, annotations_path = resolve_data(job.features or job.data)
     config = {
         **jsonable(job), "data": str(features_dir), "annotations": str(annotations_path),
-        "versions": versions(),
     }  # fmt: skip
-    previous = run.read_config()
-    if previous is not None:
-        check_same_run(previous, config, run.root)
-    run.write_config(config)
-    seed_everything(job.seed)
+    run = open_run(job, config)
 
     store = FeatureStore(features_dir)
     annotations = read_detection_annotations(annotations_path)
@@ -173,10 +166,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> 
         "decode": asdict(DecodeConfig()),
     }
     task = _task(model, classes, val_videos, annotations, thresholds)
-    optim = OptimConfig(
-        epochs=job.epochs, lr=job.lr, weight_decay=job.weight_decay,
-        warmup_epochs=job.warmup_epochs, accumulate=job.accumulate, precision=job.precision,
-    )  # fmt: skip
+    optim = optim_config(job)
     trainer = Trainer(
         model, task, config=optim, run=run, spec=spec, show_progress=show_progress,
         monitor="average_mAP", runtime=runtime_config(job),

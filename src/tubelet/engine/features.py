@@ -22,9 +22,8 @@ from torch.utils.data import DataLoader
 
 from tubelet.data.features import FeatureDataset, FeatureStore, collate_features
 from tubelet.data.loader import ShuffleSampler
-from tubelet.engine.jobs import TrainJob, check_same_run, jsonable, runtime_config
-from tubelet.engine.run import RunDir, seed_everything, versions
-from tubelet.engine.trainer import OptimConfig, Trainer
+from tubelet.engine.jobs import TrainJob, jsonable, open_run, optim_config, runtime_config
+from tubelet.engine.trainer import Trainer
 from tubelet.models import architecture_args, create_model
 from tubelet.models.temporal import SequenceClassifier
 from tubelet.tasks.features import FeatureClassificationTask
@@ -49,18 +48,12 @@ def train(job: TrainJob, *, show_progress: bool = True) -> dict[str, Any]:
             "labels (`tubelet extract --data DIR`)"
         )
     model_name = job.model
-    run = RunDir(Path(job.out))
     config = {
         **{k: v for k, v in jsonable(job).items() if k not in _VIDEO_FIELDS},
         "features": str(Path(job.features).resolve()),
         "features_meta": {k: v for k, v in store.meta.items() if k != "versions"},
-        "versions": versions(),
     }
-    previous = run.read_config()
-    if previous is not None:
-        check_same_run(previous, config, run.root)
-    run.write_config(config)
-    seed_everything(job.seed)
+    run = open_run(job, config)
 
     num_classes = len(store.classes)
     model_args = {**job.model_args, "in_dim": store.dim, "num_classes": num_classes}
@@ -92,10 +85,7 @@ def train(job: TrainJob, *, show_progress: bool = True) -> dict[str, Any]:
         "reversal_pairs": [list(p) for p in pairs],
         "features": {"length": job.frames, "sampling": sampling, **config["features_meta"]},
     }
-    optim = OptimConfig(
-        epochs=job.epochs, lr=job.lr, weight_decay=job.weight_decay,
-        warmup_epochs=job.warmup_epochs, accumulate=job.accumulate, precision=job.precision,
-    )  # fmt: skip
+    optim = optim_config(job)
     task = FeatureClassificationTask(num_classes, job.label_smoothing, pairs)
     trainer = Trainer(
         model, task, config=optim, run=run, spec=spec, show_progress=show_progress,

@@ -28,9 +28,8 @@ from torch.utils.data import DataLoader
 from tubelet.convert import load_state_dict_strict
 from tubelet.data.flow import SyntheticFlowConfig, SyntheticFlowDataset, flow_folder_dataset
 from tubelet.engine.checkpoint import find_checkpoint, load_model
-from tubelet.engine.jobs import TrainJob, check_same_run, jsonable, runtime_config
-from tubelet.engine.run import RunDir, seed_everything, versions
-from tubelet.engine.trainer import OptimConfig, Trainer
+from tubelet.engine.jobs import TrainJob, jsonable, open_run, optim_config, runtime_config
+from tubelet.engine.trainer import Trainer
 from tubelet.io import VideoReader
 from tubelet.io.flow import flow_to_image
 from tubelet.models import architecture_args, create_model, list_models, model_kind
@@ -56,17 +55,11 @@ def held_out_set(seed: int, height: int, width: int, length: int = SYNTHETIC_VAL
 
 def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> dict[str, Any]:
     """Train (or resume) a flow model in `job.out`; return the summary (best `val_epe` etc.)."""
-    run = RunDir(Path(job.out))
     model_args = dict(job.model_args)
     updates = int(model_args.pop("num_flow_updates", 12))
     height, width = frame_size(job.size)
     data = str(job.data) if job.data else "synthetic"
-    config = {**jsonable(job), "data": data, "versions": versions()}
-    previous = run.read_config()
-    if previous is not None:
-        check_same_run(previous, config, run.root)
-    run.write_config(config)
-    seed_everything(job.seed)
+    run = open_run(job, {**jsonable(job), "data": data})
 
     if job.data is None:
         synthetic = SyntheticFlowConfig(height=height, width=width)
@@ -99,10 +92,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> 
         ),
         "val_loader": DataLoader(val_set, batch_size=val_batch, num_workers=0),
     }  # fmt: skip
-    optim = OptimConfig(
-        epochs=job.epochs, lr=job.lr, weight_decay=job.weight_decay,
-        warmup_epochs=job.warmup_epochs, accumulate=job.accumulate, precision=job.precision,
-    )  # fmt: skip
+    optim = optim_config(job)
     trainer = Trainer(
         model, FlowTask(train_updates=updates, eval_updates=updates), config=optim, run=run,
         spec=spec, monitor="epe", minimize=True, show_progress=show_progress,

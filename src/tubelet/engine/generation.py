@@ -27,9 +27,8 @@ from tubelet.data.loader import names_a_direction
 from tubelet.data.synthetic import ensure_synthetic_dataset
 from tubelet.data.transforms import EvalTransform, TrainTransform, normalize
 from tubelet.engine.checkpoint import SPEC, WEIGHTS, find_checkpoint, load_model
-from tubelet.engine.jobs import TrainJob, check_same_run, jsonable, runtime_config
-from tubelet.engine.run import RunDir, seed_everything, versions
-from tubelet.engine.trainer import OptimConfig, Trainer
+from tubelet.engine.jobs import TrainJob, jsonable, open_run, optim_config, runtime_config
+from tubelet.engine.trainer import Trainer
 from tubelet.io import write_video
 from tubelet.models import architecture_args, create_model
 from tubelet.tasks.generation import (
@@ -69,14 +68,8 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     The best checkpoint is the epoch with the lowest validation loss of the EMA weights (timesteps
     and noise fixed per clip, so epochs compare).
     """
-    run = RunDir(Path(job.out))
     data_root = Path(job.data) if job.data else ensure_synthetic_dataset(progress=on_data)
-    config = {**jsonable(job), "data": str(data_root), "versions": versions()}
-    previous = run.read_config()
-    if previous is not None:
-        check_same_run(previous, config, run.root)
-    run.write_config(config)
-    seed_everything(job.seed)
+    run = open_run(job, {**jsonable(job), "data": str(data_root)})
 
     diffusion, model_args = split_diffusion_args(job.model_args)
     schedule = NoiseSchedule.create(diffusion["schedule"], int(diffusion["train_steps"]))
@@ -108,10 +101,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         "diffusion": diffusion,
     }
     loader_args = {"batch_size": job.batch_size, "num_workers": job.workers, "seed": job.seed}
-    optim = OptimConfig(
-        epochs=job.epochs, lr=job.lr, weight_decay=job.weight_decay,
-        warmup_epochs=job.warmup_epochs, accumulate=job.accumulate, precision=job.precision,
-    )  # fmt: skip
+    optim = optim_config(job)
     trainer = Trainer(
         model, task, config=optim, run=run, spec=spec, show_progress=show_progress,
         train_loader=build_loader(train_set, train=True, **loader_args),

@@ -141,14 +141,8 @@ def train_classification(
     A run folder that holds a run with other settings is refused (only `epochs` may grow); one that
     finished all its epochs returns its summary without training.
     """
-    run = RunDir(Path(job.out))
     data_root = Path(job.data) if job.data else ensure_synthetic_dataset(progress=on_data)
-    config = {**jsonable(job), "data": str(data_root), "versions": versions()}
-    previous = run.read_config()
-    if previous is not None:
-        check_same_run(previous, config, run.root)
-    run.write_config(config)
-    seed_everything(job.seed)
+    run = open_run(job, {**jsonable(job), "data": str(data_root)})
 
     clip = ClipSpec(frames=job.frames, sampling=job.sampling, stride=job.stride)
     common = {"clip": clip, "size": job.size, "bad_files": job.bad_files, "seed": job.seed}
@@ -180,10 +174,7 @@ def train_classification(
             val_set, batch_size=job.batch_size, train=False, num_workers=job.workers, seed=job.seed
         ),
     }
-    optim = OptimConfig(
-        epochs=job.epochs, lr=job.lr, weight_decay=job.weight_decay,
-        warmup_epochs=job.warmup_epochs, accumulate=job.accumulate, precision=job.precision,
-    )  # fmt: skip
+    optim = optim_config(job)
     trainer = Trainer(
         model, task, config=optim, run=run, spec=spec, show_progress=show_progress,
         runtime=runtime_config(job), groups=groups, **loaders,
@@ -262,6 +253,28 @@ def predict(
 def jsonable(job: Any) -> dict[str, Any]:
     """A job dataclass as JSON-ready values (paths as strings)."""
     return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(job).items()}
+
+
+def open_run(job: TrainJob, config: dict[str, Any]) -> RunDir:
+    """The run folder of `job` with `config` (its settings as JSON, plus what the task adds) and the
+    library versions written in it; seeds everything. A folder that holds a run with other settings
+    is refused (`check_same_run`)."""
+    run = RunDir(Path(job.out))
+    config = {**config, "versions": versions()}
+    previous = run.read_config()
+    if previous is not None:
+        check_same_run(previous, config, run.root)
+    run.write_config(config)
+    seed_everything(job.seed)
+    return run
+
+
+def optim_config(job: TrainJob) -> OptimConfig:
+    """The optimisation settings of `job`: AdamW with warm-up and cosine decay over its epochs."""
+    return OptimConfig(
+        epochs=job.epochs, lr=job.lr, weight_decay=job.weight_decay,
+        warmup_epochs=job.warmup_epochs, accumulate=job.accumulate, precision=job.precision,
+    )  # fmt: skip
 
 
 def check_same_run(previous: dict[str, Any], config: dict[str, Any], root: Path) -> None:
