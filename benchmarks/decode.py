@@ -2,7 +2,8 @@
 
 In one process, on the same generated H.264 files and the same frame indices, it times
 
-- `tubelet`: `VideoReader(path)` (backend "auto") then `get_frames(indices)`;
+- `tubelet`: `VideoReader(path)` (backend "auto", or the first of `--backend`) then
+  `get_frames(indices)`; each further `--backend` is timed as `tubelet_<backend>` (not a peer);
 - `torchcodec_exact` / `torchcodec_approximate`: torchcodec's `VideoDecoder` used directly with
   `seek_mode="exact"` / `"approximate"`, then `get_frames_at(indices)`;
 - `decord`: `decord.VideoReader(path).get_batch(indices)` (when decord imports; the JSON says why not);
@@ -23,6 +24,8 @@ opening a reader and decoding a random clip, with the resident memory of the wor
     python benchmarks/decode.py --out results.json            # full run (generates files once)
     python benchmarks/decode.py --quick --out quick.json      # one tiny file, one case: a smoke run
     python benchmarks/decode.py --memory --no-timing          # only the 10,000-read memory check
+    python benchmarks/decode.py --files 720p_60s --cases uniform_8 uniform_16 uniform_32 \
+        --backend auto pyav --out sparse.json                  # the sparse goal, both backends
 """
 
 from __future__ import annotations
@@ -194,9 +197,12 @@ def generate(spec: VideoSpec, folder: Path) -> Path:
 Decode = Callable[[Path, list[int], int], torch.Tensor]  # (path, indices, threads) -> (N, H, W, 3)
 
 
-def decode_tubelet(path: Path, indices: list[int], threads: int) -> torch.Tensor:
-    with VideoReader(path, num_threads=threads) as reader:
-        return reader.get_frames(indices).data
+def _tubelet(backend: str) -> Decode:
+    def decode(path: Path, indices: list[int], threads: int) -> torch.Tensor:
+        with VideoReader(path, backend=backend, num_threads=threads) as reader:
+            return reader.get_frames(indices).data
+
+    return decode
 
 
 def _torchcodec(seek_mode: str) -> Decode:
@@ -236,11 +242,13 @@ def decode_pyav_loop(path: Path, indices: list[int], threads: int) -> torch.Tens
 @dataclass(frozen=True)
 class Peer:
     """A decoder to compare with tubelet; `exact` peers decode with the same FFmpeg as tubelet,
-    so their frames must be byte-equal to tubelet's."""
+    so their frames must be byte-equal to tubelet's. `tubelet` marks another tubelet backend:
+    timed and checked like a peer, never the best peer."""
 
     name: str
     decode: Decode
     exact: bool
+    tubelet: bool = False
 
 
 def available_peers() -> tuple[list[Peer], dict[str, str]]:
@@ -295,10 +303,16 @@ def _timed(decode: Decode, path: Path, indices: list[int], threads: int) -> tupl
 
 
 def run_case(
-    path: Path, case: Case, peers: list[Peer], info: dict[str, Any], args: argparse.Namespace
+    path: Path,
+    case: Case,
+    peers: list[Peer],
+    info: dict[str, Any],
+    layout: StreamLayout,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """Time tubelet and every peer on one file (`info` from `describe`) and case; returns the
-    case's JSON record."""
+    """Time tubelet and every peer on one file (`info` from `describe`, `layout` its frames)
+    and case; returns the case's JSON record."""
+    decode_tubelet = _tubelet(args.backend[0])
     rng = np.random.default_rng(zlib.crc32(f"{path.name}/{case.name}".encode()))
     rounds = [  # round 0 is the warm-up
         case.indices(info["num_frames"], info["fps"], rng) for _ in range(args.repeats + 1)
@@ -328,12 +342,14 @@ def run_case(
         del reference
     medians = {name: statistics.median(ts) for name, ts in times.items() if ts}
     fastest = {name: min(ts) for name, ts in times.items() if ts}
-    peer_times = {name: t for name, t in medians.items() if name != "tubelet"}
+    tubelets = {"tubelet", *(p.name for p in peers if p.tubelet)}
+    peer_times = {name: t for name, t in medians.items() if name not in tubelets}
     best_peer = min(peer_times, key=peer_times.__getitem__) if peer_times else None
     tubelet = medians["tubelet"]
-    peer_fastest = min((t for name, t in fastest.items() if name != "tubelet"), default=None)
+    peer_fastest = min((t for name, t in fastest.items() if name not in tubelets), default=None)
     timed = rounds[1]
     must_decode = frames_to_decode(timed, info["keyframes"])
+    must_decode_skipping = reference_frames_to_decode(timed, info["keyframes"], layout)
     return {
         "case": case.name,
         "sparse": case.sparse,
@@ -344,6 +360,11 @@ def run_case(
         "frames_to_decode_seeking": must_decode,
         "frames_to_decode_loop": max(timed) + 1,
         "decode_work_ratio_loop_to_seeking": (max(timed) + 1) / must_decode,
+        # The floor when non-reference frames are skipped too (tubelet's PyAV backend on H.264):
+        # the reference frames among them, and the wanted frames; the loop over it bounds the
+        # speedup of any frame-exact decoder (frames differ in cost: a bound on work, not time).
+        "frames_to_decode_skipping": must_decode_skipping,
+        "decode_work_ratio_loop_to_skipping": (max(timed) + 1) / must_decode_skipping,
         "seconds": medians,
         "all_seconds": times,
         "frames_match": {**verdicts, **{name: f"ERROR: {e}" for name, e in errors.items()}},
@@ -353,6 +374,11 @@ def run_case(
         "min_seconds": fastest,
         "ratio_to_best_peer_min": fastest["tubelet"] / peer_fastest if peer_fastest else None,
         "speedup_vs_pyav_loop": medians["pyav_loop"] / tubelet if "pyav_loop" in medians else None,
+        "speedups_vs_pyav_loop": {
+            name: medians["pyav_loop"] / medians[name]
+            for name in sorted(tubelets)
+            if "pyav_loop" in medians and name in medians
+        },
     }
 
 
@@ -373,6 +399,53 @@ def frames_to_decode(indices: Sequence[int], keyframes: Sequence[int]) -> int:
         key = keyframes[bisect.bisect_right(keyframes, index) - 1]
         last_in_gop[key] = max(last_in_gop.get(key, key), index)
     return sum(last - key + 1 for key, last in last_in_gop.items())
+
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """Where each frame of a file sits: `decode_position[i]` is the place of display frame i's
+    packet in decode order; `references` are the display indices of the frames a decode with
+    `skip_frame` NONREF still yields (the frames others may be predicted from)."""
+
+    decode_position: list[int]
+    references: frozenset[int]
+
+
+def stream_layout(path: Path) -> StreamLayout:
+    """The `StreamLayout` of the first video stream: its packets, then one NONREF decode."""
+    with av.open(str(path)) as container:
+        pts = [p.pts for p in container.demux(video=0) if p.size]  # decode order
+    display = {value: index for index, value in enumerate(sorted(pts))}
+    position = [0] * len(pts)
+    for place, value in enumerate(pts):
+        position[display[value]] = place
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONREF"
+        references = frozenset(display[frame.pts] for frame in container.decode(stream))
+    return StreamLayout(position, references)
+
+
+def reference_frames_to_decode(
+    indices: Sequence[int], keyframes: Sequence[int], layout: StreamLayout
+) -> int:
+    """Frames a seek-and-decode-forward reader that skips non-reference frames must decode for
+    `indices`: for each GOP holding a wanted frame, the reference frames sent to the decoder from
+    its keyframe up to the last wanted frame in decode order, and the wanted frames."""
+    last_in_gop: dict[int, int] = {}  # keyframe -> decode position of its last wanted frame
+    for index in indices:
+        key = keyframes[bisect.bisect_right(keyframes, index) - 1]
+        last_in_gop[key] = max(last_in_gop.get(key, 0), layout.decode_position[index])
+    wanted = set(indices)
+    must = set()
+    for key, last in last_in_gop.items():
+        first = layout.decode_position[key]
+        must |= {
+            i
+            for i, place in enumerate(layout.decode_position)
+            if first <= place <= last and (i in layout.references or i in wanted)
+        }
+    return len(must)
 
 
 def describe(path: Path, spec: VideoSpec, threads: int) -> dict[str, Any]:
@@ -493,7 +566,8 @@ def print_table(results: list[dict[str, Any]], names: list[str], console: Consol
     table = Table(
         title="median ms per call (open + decode); ratio = tubelet / best peer (medians; min: "
         "fastest rounds); vs loop = "
-        "PyAV loop / tubelet; bound = the most a frame-exact seeking decoder can gain on the loop"
+        "PyAV loop / tubelet (each tubelet backend); bound = loop's frames / a frame-exact "
+        "seeking decoder's (all frames of its GOPs / reference frames only)"
     )
     for column in ("file", "case", "N", *(SHORT_NAMES.get(n, n) for n in names)):
         table.add_column(column, justify="left" if column in ("file", "case") else "right")
@@ -501,14 +575,15 @@ def print_table(results: list[dict[str, Any]], names: list[str], console: Consol
         table.add_column(column, justify="left" if column == "frames" else "right")
     for r in results:
         cells = [f"{r['seconds'][n] * 1e3:.1f}" if n in r["seconds"] else "-" for n in names]
-        ratio, speedup = r["ratio_to_best_peer"], r["speedup_vs_pyav_loop"]
+        ratio, speedups = r["ratio_to_best_peer"], r["speedups_vs_pyav_loop"]
         bad = [n for n, v in r["frames_match"].items() if not v.startswith(("exact", "close"))]
         table.add_row(
             r["file"], r["case"], str(r["num_indices"]), *cells,
             f"{ratio:.2f}" if ratio else "-",
             f"{r['ratio_to_best_peer_min']:.2f}" if ratio else "-",
-            f"{speedup:.1f}x" if speedup else "-",
-            f"{r['decode_work_ratio_loop_to_seeking']:.1f}x",
+            " / ".join(f"{v:.1f}x" for v in speedups.values()) or "-",
+            f"{r['decode_work_ratio_loop_to_seeking']:.1f}x / "
+            f"{r['decode_work_ratio_loop_to_skipping']:.1f}x",
             "[red]" + ", ".join(bad) + "[/red]" if bad else "ok",
         )  # fmt: skip
     console.print(table)
@@ -563,6 +638,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=1, help="FFmpeg threads for every decoder")
     parser.add_argument(
+        "--backend",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "torchcodec", "pyav"],
+        help="tubelet's reader backend (default auto); more than one times the others too, as "
+        "tubelet_<backend>",
+    )
+    parser.add_argument(
+        "--files", nargs="+", help=f"only these files (of {', '.join(f.name for f in FILES)})"
+    )
+    parser.add_argument(
+        "--cases", nargs="+", help=f"only these cases (of {', '.join(c.name for c in CASES)})"
+    )
+    parser.add_argument(
         "--torch-threads",
         type=int,
         default=1,
@@ -581,6 +670,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.reads = 300 if args.quick else 10_000
     if args.repeats < 1 or args.reads < 20 or args.threads < 0 or args.torch_threads < 1:
         parser.error("--repeats must be >= 1, --reads >= 20, --threads >= 0, --torch-threads >= 1")
+    for option, known in (("files", FILES), ("cases", CASES)):
+        unknown = set(getattr(args, option) or ()) - {k.name for k in known}
+        if unknown:
+            parser.error(
+                f"--{option}: unknown {sorted(unknown)}; choose from {[k.name for k in known]}"
+            )
+    if len(set(args.backend)) != len(args.backend):
+        parser.error("--backend: each backend once")
     return args
 
 
@@ -589,7 +686,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.torch_threads)
     console = Console(width=max(Console().width, 132))
     specs, cases = (QUICK_FILES, QUICK_CASES) if args.quick else (FILES, CASES)
+    specs = tuple(s for s in specs if not args.files or s.name in args.files)
+    cases = tuple(c for c in cases if not args.cases or c.name in args.cases)
     peers, unavailable = available_peers()
+    peers += [Peer(f"tubelet_{b}", _tubelet(b), exact=True, tubelet=True) for b in args.backend[1:]]
     report: dict[str, Any] = {
         "meta": {
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -598,6 +698,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "cpu_count": os.cpu_count(),
             "load_average_start": os.getloadavg(),
             "threads": args.threads,
+            "tubelet_backends": args.backend,
             "torch_threads": args.torch_threads,
             "repeats": args.repeats,
             "timed": "median of the repeats; each call opens, decodes and closes the file",
@@ -616,10 +717,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         report["files"], results = {}, []
         for spec in specs:
             info = describe(paths[spec.name], spec, args.threads)
+            layout = stream_layout(paths[spec.name])
+            info["num_reference_frames"] = len(layout.references)
             report["files"][spec.name] = info
             for case in cases:
                 console.print(f"  {spec.name} {case.name}")
-                record = run_case(paths[spec.name], case, peers, info, args)
+                record = run_case(paths[spec.name], case, peers, info, layout, args)
                 results.append({"file": spec.name, **record})
         report["results"] = results
         report["summary"] = summarize(results)

@@ -15,6 +15,7 @@ PEERS = ("torchcodec_exact", "torchcodec_approximate", "pyav_loop")
 def test_quick_run_writes_times_ratios_and_frame_checks(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     command = [sys.executable, str(SCRIPT), "--quick", "--repeats", "1", "--workdir", str(tmp_path)]
+    command += ["--backend", "auto", "pyav"]  # PyAV also timed, as tubelet_pyav
     subprocess.run([*command, "--out", str(out)], check=True, capture_output=True, timeout=120)
 
     report = json.loads(out.read_text())
@@ -23,12 +24,14 @@ def test_quick_run_writes_times_ratios_and_frame_checks(tmp_path: Path) -> None:
     assert ("decord" in meta["peers"]) != ("decord" in meta["unavailable_peers"])
     [info] = report["files"].values()
     assert info["num_frames_agree"] and info["num_frames"] == 60
+    assert 0 < info["num_reference_frames"] < 60  # B-frames: some frames are non-reference
     [result] = report["results"]
     assert result["case"] == "uniform_8" and result["num_indices"] == 8
     seconds = result["seconds"]
     assert set(seconds) == {"tubelet", *meta["peers"]} and set(PEERS) <= set(seconds)
     assert all(len(result["all_seconds"][name]) == 1 and s > 0 for name, s in seconds.items())
-    peer_times = {name: s for name, s in seconds.items() if name != "tubelet"}
+    assert "tubelet_pyav" in meta["peers"] and result["frames_match"]["tubelet_pyav"] == "exact"
+    peer_times = {n: s for n, s in seconds.items() if n not in ("tubelet", "tubelet_pyav")}
     assert result["best_peer"] == min(peer_times, key=peer_times.__getitem__)
     assert result["ratio_to_best_peer"] == pytest.approx(
         seconds["tubelet"] / min(peer_times.values())
@@ -36,6 +39,13 @@ def test_quick_run_writes_times_ratios_and_frame_checks(tmp_path: Path) -> None:
     assert result["speedup_vs_pyav_loop"] == pytest.approx(
         seconds["pyav_loop"] / seconds["tubelet"]
     )
+    assert result["speedups_vs_pyav_loop"]["tubelet_pyav"] == pytest.approx(
+        seconds["pyav_loop"] / seconds["tubelet_pyav"]
+    )
+    # One GOP: the loop decodes up to the last wanted frame, as a seeking decoder must; skipping
+    # non-reference frames leaves fewer.
+    assert result["frames_to_decode_loop"] == result["frames_to_decode_seeking"]
+    assert result["frames_to_decode_skipping"] < result["frames_to_decode_seeking"]
     # Same FFmpeg, same frames: byte-equal; decord at most rounding away.
     assert all(result["frames_match"][name] == "exact" for name in PEERS)
     assert result["frames_match"].get("decord", "close").startswith(("exact", "close"))

@@ -328,12 +328,12 @@ def _count_pyav_work(monkeypatch) -> dict[str, int]:
     counts = {"seeks": 0, "frames": 0}
     seek, decode_forward = PyAVDecoder._seek, PyAVDecoder._decode_forward
 
-    def counted_seek(self, target):
+    def counted_seek(self, *args):
         counts["seeks"] += 1
-        return seek(self, target)
+        return seek(self, *args)
 
-    def counted_decode_forward(self, start):
-        for item in decode_forward(self, start):
+    def counted_decode_forward(self, *args):
+        for item in decode_forward(self, *args):
             counts["frames"] += 1
             yield item
 
@@ -356,7 +356,6 @@ def keyframes(path: Path) -> list[int]:
         ("h264_gop12", lambda k: [k[-2] + 3], 1, 4),  # keyframe, then 3 more
         ("h264_gop12", lambda k: [k[2] + 1, k[2] + 5, k[2] + 3], 1, 6),  # one pass, one GOP
         ("h264_gop12", lambda k: [k[3] + 1, k[0] + 2], 2, 3 + 2),  # two GOPs, two seeks
-        ("h264_bframes", lambda k: [40], 1, 41),  # a single GOP: decode from the start
     ],
 )
 def test_pyav_decodes_only_what_it_needs(sample_videos, monkeypatch, name, pick, seeks, frames):
@@ -483,3 +482,110 @@ def test_short_side_follows_rotation(rotated_videos, backend):
 def test_bad_short_side_raises(sample_videos, short_side):
     with pytest.raises(ValueError, match="short_side"):
         VideoReader(sample_videos["h264_gop12"].path, short_side=short_side)
+
+
+# --- skipping non-reference frames (PyAV, H.264) ------------------------------------------------
+
+BFRAME_FRAMES = 72
+# Three B-frames between references everywhere (b-adapt=0), the middle one a reference
+# (b-pyramid): half the frames are non-reference B-frames that a pass skips.
+BFRAME_OPTIONS = {"bf": "3", "g": "24", "x264-params": "b-adapt=0:b-pyramid=normal:scenecut=0"}
+BFRAME_KINDS = {
+    "closed_gop_mp4": ("mp4", BFRAME_OPTIONS),
+    "open_gop_mkv": ("mkv", {**BFRAME_OPTIONS, "x264-params": "b-adapt=0:open-gop=1:scenecut=0"}),
+}
+
+
+@pytest.fixture(scope="module")
+def bframe_videos(tmp_path_factory) -> dict[str, Path]:
+    """H.264 files full of non-reference B-frames: smooth moving content (which x264 codes with
+    B-frames; every frame differs) and frame i's index in 8 binary blocks on the top rows."""
+    folder = tmp_path_factory.mktemp("bframes")
+    height, width = 48, 64  # the width `frame_index` reads
+    y, x = np.mgrid[:height, :width]
+    videos = {}
+    for name, (suffix, options) in BFRAME_KINDS.items():
+        videos[name] = folder / f"{name}.{suffix}"
+        with av.open(str(videos[name]), mode="w") as container:
+            stream = container.add_stream("libx264", rate=FPS, options=options)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.codec_context.thread_count = 1
+            for i in range(BFRAME_FRAMES):
+                image = np.zeros((height, width, 3), dtype=np.uint8)
+                image[..., 0] = 128 + 100 * np.sin((x + 3 * i) / 9)  # (H, W) moving waves
+                image[..., 1] = 128 + 100 * np.cos((y - 2 * i) / 7)
+                image[..., 2] = (x + y + 5 * i) % 256
+                image[:16] = 0
+                for bit in range(8):
+                    if i >> bit & 1:
+                        image[:16, 8 * bit : 8 * bit + 8] = 255
+                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return videos
+
+
+def reference_frames(path: Path) -> set[int]:
+    """Display indices of the frames a plain PyAV decode with skip_frame NONREF still yields."""
+    with av.open(str(path)) as container:
+        packets = sorted(p.pts for p in container.demux(video=0) if p.size)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONREF"
+        return {packets.index(frame.pts) for frame in container.decode(stream)}
+
+
+SKIP_PATTERNS = {
+    "sparse": [5, 29, 53, 70],
+    "unsorted": [53, 6, 31, 7, 70, 1],
+    "repeated": [9, 9, 2, 9, 66, 2],
+    "backwards": list(range(71, -1, -7)),
+}
+
+
+@pytest.mark.parametrize("num_threads", [1, 3])
+@pytest.mark.parametrize("name", BFRAME_KINDS)
+def test_pyav_skipping_keeps_frames_equal_to_sequential_decode(
+    bframe_videos, frame_index, name, num_threads
+):
+    path = bframe_videos[name]
+    images = sequential_decode(path)[0]
+    assert [frame_index(image) for image in images] == list(range(BFRAME_FRAMES))
+    non_reference = set(range(BFRAME_FRAMES)) - reference_frames(path)
+    assert len(non_reference) >= BFRAME_FRAMES // 3  # the file tests what it should
+    decoder = PyAVDecoder(path, num_threads)
+    assert decoder._skips_nonref
+    patterns = [*SKIP_PATTERNS.values(), *([i] for i in range(BFRAME_FRAMES))]
+    patterns += [[i, i + 1] for i in range(BFRAME_FRAMES - 1)]  # each frame after its neighbour
+    for indices in patterns:
+        frames = decoder.decode(indices)[0].numpy()
+        assert np.array_equal(frames, images[indices]), indices
+    decoder.close()
+
+
+@pytest.mark.parametrize("name", BFRAME_KINDS)
+def test_pyav_skips_the_non_reference_frames_it_does_not_return(bframe_videos, monkeypatch, name):
+    path = bframe_videos[name]
+    references = reference_frames(path)
+    key = keyframes(path)[1]
+    with VideoReader(path, backend="pyav") as reader:
+        counts = _count_pyav_work(monkeypatch)
+        for target in range(key + 1, key + 9):
+            reader.get_frames([target])
+            # The pass starts at `key` and stops at `target`: its reference frames, and it.
+            decoded = len({i for i in references if key <= i < target} | {target})
+            assert counts == {"seeks": 1, "frames": decoded}, target
+            assert decoded < target - key + 1 or target - key < 2
+            counts.update(seeks=0, frames=0)
+
+
+def test_pyav_decodes_every_frame_when_a_skipping_pass_meets_an_unindexed_frame(bframe_videos):
+    path = bframe_videos["closed_gop_mp4"]
+    images = sequential_decode(path)[0]
+    decoder = PyAVDecoder(path, 1)
+    del decoder._index_of[int(decoder._frame_pts[12])]  # as if frame 12 came out without its pts
+    frames = decoder.decode([14, 3])[0].numpy()
+    assert not decoder._skips_nonref  # the pass could not name frame 12: it decoded all frames
+    assert np.array_equal(frames, images[[14, 3]])
+    decoder.close()

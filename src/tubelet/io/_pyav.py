@@ -36,9 +36,13 @@ class PyAVDecoder:
     data damaged inside a packet shows only when it is decoded (below).
 
     Decoding seeks to the keyframe at or before the first wanted frame and decodes forward,
-    collecting every wanted frame it passes, so frames in one GOP cost one pass. A packet the
-    decoder rejects (damaged data) gives no frame; asking for its frame raises VideoDecodeError
-    naming every requested index that did not decode, while the other frames still decode.
+    collecting every wanted frame it passes, so frames in one GOP cost one pass. On H.264 the pass
+    also skips the non-reference frames it does not return (`skip_frame` NONREF for their
+    packets): no frame is predicted from them, so every returned frame is still byte-equal to a
+    sequential decode, while a sparse read decodes only the reference frames of its GOPs (about
+    half with B-frames; see `_decode_forward`). A packet the decoder rejects (damaged data) gives
+    no frame; asking for its frame raises VideoDecodeError naming every requested index that did
+    not decode, while the other frames still decode.
 
     Opening also decodes the first frame: PyAV reports the stream's display rotation only on
     decoded frames, and `width` / `height` are those of the frames returned (rotated, and resized
@@ -77,16 +81,22 @@ class PyAVDecoder:
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = num_threads
         self._stream = stream
+        # H.264 marks every picture that no other picture is predicted from (nal_ref_idc 0, ITU-T
+        # H.264 7.4.1), which FFmpeg's NONREF skips. Other codecs' NONREF is not that safe: an HEVC
+        # "sub-layer non-reference" picture may still be a reference for higher temporal layers.
+        self._skips_nonref = stream.codec_context.name == "h264"
         frames = stream.frames  # the container's own count; 0 when it keeps none
         self.header_num_frames: int | None = frames if frames > 0 else None
 
     def _build_index(self) -> None:
         """Read every packet of the stream (no decoding) into frame and keyframe tables."""
         packets: list[_Packet] = []  # decode order
+        every_pts = True  # every packet has a pts of its own (not its dts)
         try:
             for packet in self._container.demux(self._stream):
                 if packet.size == 0 or packet.is_corrupt:
                     continue
+                every_pts &= packet.pts is not None
                 pts = packet.pts if packet.pts is not None else packet.dts
                 if pts is None:
                     raise VideoDecodeError(
@@ -113,6 +123,8 @@ class PyAVDecoder:
         self._index_of: dict[int, int] = {}
         for i, pts in enumerate(frame_pts.tolist()):
             self._index_of.setdefault(pts, i)
+        # Skipped frames never come out, so the frames that do must be named by their own pts.
+        self._skips_nonref &= every_pts and len(self._index_of) == len(frame_pts)
         self._key_pts = key_pts.tolist()
         # A frame decodes from the last keyframe shown at or before it; a pass started at keyframe
         # k yields frames from index _key_start[k] on.
@@ -157,7 +169,16 @@ class PyAVDecoder:
 
         Raises VideoDecodeError naming every requested index whose frame did not decode.
         """
+        try:
+            return self._decode(indices)
+        except _UnindexedFrame:
+            self._skips_nonref = False  # a frame lost its pts: decode every frame, as ever
+            return self._decode(indices)
+
+    def _decode(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         wanted = set(indices)
+        # The packets whose frames must decode when non-reference frames are skipped.
+        keep = {int(self._frame_pts[i]) for i in wanted} if self._skips_nonref else None
         got: dict[int, np.ndarray] = {}
         missing: list[int] = []
         frames: Iterator[tuple[int, av.VideoFrame]] | None = None
@@ -167,7 +188,7 @@ class PyAVDecoder:
                 continue
             # Keep decoding the current pass when a seek would not skip anything.
             if frames is None or not (self._key_start[self._key_of[target]] <= last + 1 <= target):
-                floor, frames = self._seek(target)
+                floor, frames = self._seek(target, keep)
             for index, frame in frames:
                 last = index
                 if index >= floor and index in wanted and index not in got:
@@ -198,8 +219,11 @@ class PyAVDecoder:
         floor, frames = self._seek(0)
         return sorted({index for index, _ in frames if index >= floor})
 
-    def _seek(self, target: int) -> tuple[int, Iterator[tuple[int, av.VideoFrame]]]:
+    def _seek(
+        self, target: int, keep: set[int] | None = None
+    ) -> tuple[int, Iterator[tuple[int, av.VideoFrame]]]:
         """Start a pass at the keyframe before `target`: (first frame index it yields, frames).
+        `keep` is passed on to `_decode_forward`.
 
         If the demuxer lands after `target` (its seek table disagrees with the packets), step back
         one keyframe at a time, down to the first.
@@ -217,7 +241,7 @@ class PyAVDecoder:
                     self.path, f"seeking to frame {target} failed (FFmpeg: {error.strerror})"
                 ) from None
             start = int(self._key_start[key])
-            frames = self._decode_forward(start)
+            frames = self._decode_forward(start, keep)
             first = next(frames, None)
             if first is None:
                 return start, iter(())
@@ -229,18 +253,35 @@ class PyAVDecoder:
                 )
             key -= 1
 
-    def _decode_forward(self, start: int) -> Iterator[tuple[int, av.VideoFrame]]:
-        """Decode from the current position to the end: (frame index, frame) in display order."""
+    def _decode_forward(
+        self, start: int, keep: set[int] | None = None
+    ) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Decode from the current position to the end: (frame index, frame) in display order.
+
+        With `keep` (pts), the decoder skips the non-reference frames of packets whose pts is not
+        in it, keyframes aside: they do not come out, and the frames that do are named by pts.
+        The choice is made per packet before it is sent, so B-frame reordering and frame threads
+        (which only delay output) cannot make it skip a kept frame. A frame whose pts is not in
+        the index could not be named then: it raises `_UnindexedFrame`.
+        """
+        context = self._stream.codec_context
+        context.skip_frame = skip = "DEFAULT"  # a pass may follow one that skipped
         last = start - 1
         for packet in self._container.demux(self._stream):
             if packet.is_corrupt:
                 continue  # partial data: its frame is not in the index
+            if keep is not None:
+                wanted = packet.is_keyframe or packet.pts in keep
+                if skip != (mode := "DEFAULT" if wanted else "NONREF"):
+                    context.skip_frame = skip = mode
             try:
                 decoded = packet.decode()
             except av.FFmpegError:
                 continue  # a damaged packet: skip it, as the ffmpeg program does
             for frame in decoded:
                 index = self._index_of.get(frame.pts)  # the first frame shown at that pts
+                if index is None and keep is not None:
+                    raise _UnindexedFrame
                 if index is None or (
                     index <= last < len(self._frame_pts) - 1
                     and self._frame_pts[last + 1] == frame.pts
@@ -252,6 +293,10 @@ class PyAVDecoder:
     def close(self) -> None:
         """Close the file."""
         self._container.close()
+
+
+class _UnindexedFrame(Exception):
+    """A pass that skips frames got a frame without an indexed pts: it cannot tell its index."""
 
 
 class _RGBConverter:
