@@ -9,13 +9,16 @@ from tubelet.cli.main import app
 from tubelet.engine.memory import (
     Strategy,
     all_combinations,
+    fake_step_bytes,
     measure_strategies,
     memory_report,
     saved_tensor_bytes,
 )
+from tubelet.models import create_model
 from tubelet.nn import checkpoint_module
+from tubelet.nn.checkpoint import checkpoint_level
 
-FP32 = 4
+FP32, BF16 = 4, 2
 
 
 class TwoBlocks(nn.Module):
@@ -31,11 +34,12 @@ class TwoBlocks(nn.Module):
         self.grad_checkpointing = False
 
     def set_grad_checkpointing(self, enable=True):
-        self.grad_checkpointing = enable
+        self.grad_checkpointing = checkpoint_level(enable)
 
     def forward(self, x):
         for block in self.blocks:
-            x = checkpoint_module(block, x) if self.grad_checkpointing else block(x)
+            level = self.grad_checkpointing
+            x = checkpoint_module(block, x, level=level) if level else block(x)
         return self.fc(x.mean((2, 3, 4)))
 
 
@@ -69,12 +73,13 @@ def test_baseline_counts_match_a_hand_computation():
     # AdamW: two moments per parameter, and a float32 step count per parameter tensor (6 tensors).
     assert row.optimizer_bytes == 2 * params * FP32 + 6 * FP32
     assert row.peak_bytes == row.activation_bytes + 4 * params * FP32 + 6 * FP32
-    assert row.step_time_s > 0 and row.device == "cpu" and row.strategy == "baseline"
+    assert row.step_time_s > 0 and row.cpu_time_s > 0
+    assert row.device == "cpu" and row.strategy == "baseline"
 
 
 def test_checkpointing_keeps_only_the_block_inputs():
     x, y = torch.randn(*CLIP), torch.tensor([0, 1])
-    strategies = [Strategy(checkpointing=True), Strategy(), Strategy(precision="bf16")]
+    strategies = [Strategy(checkpointing="full"), Strategy(), Strategy(precision="bf16")]
     ckpt, base, bf16 = measure_strategies(
         TwoBlocks(), x, y, strategies, repeats=2, loss_fn=_sum_loss
     )
@@ -82,8 +87,56 @@ def test_checkpointing_keeps_only_the_block_inputs():
     assert ckpt.activation_bytes == 2 * CLIP_BYTES + POOLED_BYTES
     # The model switches back and forth: the plain step after it keeps all three activations.
     assert base.activation_bytes == 3 * CLIP_BYTES + POOLED_BYTES
-    assert bf16.activation_bytes < base.activation_bytes
+    # Autocast keeps x, relu1's and relu2's outputs in bf16 (half the bytes), and also the bf16
+    # copies it makes of the weights (two conv weights of 3*3*27, the fc's 4*3), which are not
+    # parameters; the pooled fc input is bf16 too.
+    assert (
+        bf16.activation_bytes
+        == 3 * CLIP_BYTES // 2 + (2 * 3 * 3 * 27 + 4 * 3) * BF16 + 2 * 3 * BF16
+    )
     assert [r.strategy for r in (ckpt, base, bf16)] == ["checkpointing", "baseline", "bf16"]
+
+
+def test_a_strategy_list_without_the_baseline_is_measured():
+    x, y = torch.randn(*CLIP), torch.tensor([0, 1])
+    (row,) = measure_strategies(
+        TwoBlocks(), x, y, [Strategy(precision="bf16")], repeats=1, loss_fn=_sum_loss
+    )
+    assert row.strategy == "bf16" and row.step_time_s > 0
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    ["baseline", "checkpointing", "selective_checkpointing", "bf16", "checkpointing+bf16"],
+)
+def test_counting_on_fake_tensors_equals_a_real_step(strategy):
+    x, y = torch.randn(*CLIP), torch.tensor([0, 1])
+    s = Strategy.parse(strategy)
+    (real,) = measure_strategies(TwoBlocks(), x, y, [s], repeats=1, loss_fn=_sum_loss)
+    (counted,) = measure_strategies(
+        TwoBlocks(), x, y, [s], repeats=1, loss_fn=_sum_loss, timed=False
+    )
+    for field in ("activation_bytes", "param_bytes", "grad_bytes", "optimizer_bytes", "peak_bytes"):
+        assert getattr(counted, field) == getattr(real, field), field
+    assert counted.step_time_s is None and counted.cpu_time_s is None
+
+
+def test_fake_counts_of_a_video_vit_match_and_leave_the_model_usable():
+    torch.manual_seed(0)
+    model = create_model("vit_t_16_video", num_classes=4, width=8)
+    x, y = torch.randn(2, 3, 4, 32, 32), torch.tensor([0, 3])
+    strategies = [Strategy.parse(s) for s in ("baseline", "selective_checkpointing", "bf16")]
+    counted = [fake_step_bytes(model, x, y, s) for s in strategies]
+    before = [p.detach().clone() for p in model.parameters()]
+    real = measure_strategies(model, x, y, strategies, repeats=1)  # real tensors after fake ones
+    assert [c[0] for c in counted[:2]] == [r.activation_bytes for r in real[:2]]  # fp32: exact
+    # bf16: LayerNorm's saved mean and 1/std come out bf16 from PyTorch's shape functions but
+    # float32 from the CPU kernel, 2 bytes fewer per value: 2 values per token (2 clips x 8 tubes)
+    # in each of the 2 x 12 block norms, and 2 per clip in the head's norm.
+    missing = (2 * 12 * 2 * (2 * 8) + 2 * 2) * 2
+    assert real[2].activation_bytes - counted[2][0] == missing
+    assert counted[0][1:] == (real[0].param_bytes, real[0].grad_bytes, real[0].optimizer_bytes)
+    assert any(not torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True))
 
 
 def test_cross_entropy_adds_its_own_saved_tensors():
@@ -96,27 +149,38 @@ def test_cross_entropy_adds_its_own_saved_tensors():
 def test_strategy_names_round_trip_and_bad_names_are_refused():
     assert Strategy.parse("baseline") == Strategy()
     s = Strategy.parse("bf16+checkpointing")
-    assert s == Strategy(checkpointing=True, precision="bf16")
+    assert s == Strategy(checkpointing="full", precision="bf16")
     assert s.name == "checkpointing+bf16"
+    selective = Strategy.parse("bf16+selective_checkpointing")
+    assert selective == Strategy(checkpointing="selective", precision="bf16")
+    assert selective.name == "selective_checkpointing+bf16"
     assert Strategy.parse("channels_last+fp16").name == "fp16+channels_last"
     with pytest.raises(ValueError, match="unknown strategy 'ckpt'"):
         Strategy.parse("ckpt")
     with pytest.raises(ValueError, match="both bf16 and fp16"):
         Strategy.parse("bf16+fp16")
+    with pytest.raises(ValueError, match="two checkpointing levels"):
+        Strategy.parse("checkpointing+selective_checkpointing")
+    with pytest.raises(ValueError, match="checkpointing must be None, 'full' or 'selective'"):
+        Strategy(checkpointing="some")
     names = [s.name for s in all_combinations(("checkpointing", "bf16", "fp16"))]
     assert names == [
         "baseline", "checkpointing", "bf16", "fp16", "checkpointing+bf16", "checkpointing+fp16",
     ]  # fmt: skip
+    levels = all_combinations(("checkpointing", "selective_checkpointing"))
+    assert [s.name for s in levels] == ["baseline", "checkpointing", "selective_checkpointing"]
 
 
 def test_report_on_a_registered_model_checkpointing_saves_activations():
     rows = memory_report(
         "r2plus1d_18", frames=4, size=32, batch=2, model_args={"width": 4}, repeats=1,
-        strategies=[Strategy(), Strategy(checkpointing=True)],
+        strategies=[Strategy(), Strategy(checkpointing="full"), Strategy(checkpointing="selective")],
     )  # fmt: skip
-    base, ckpt = rows
+    base, ckpt, selective = rows
     assert ckpt.activation_bytes < base.activation_bytes / 2
     assert ckpt.param_bytes == base.param_bytes
+    # No attention in a CNN: selective checkpointing keeps what full checkpointing keeps.
+    assert selective.activation_bytes == ckpt.activation_bytes
     with pytest.raises(ValueError, match="frames must be at least 1"):
         memory_report("r2plus1d_18", frames=0, size=16, batch=1)
 
@@ -134,5 +198,14 @@ def test_memory_command_prints_json_rows_and_a_table():
     assert rows[1]["activation_bytes"] < rows[0]["activation_bytes"]
     table = runner.invoke(app, args, catch_exceptions=False)
     assert table.exit_code == 0 and "checkpointing+bf16" in table.stdout
+    counted = runner.invoke(app, [*args, "--count-only", "--json"], catch_exceptions=False)
+    assert counted.exit_code == 0, counted.output
+    counted_rows = json.loads(counted.stdout)
+    assert counted_rows[0]["activation_bytes"] == rows[0]["activation_bytes"]
+    # BatchNorm's saved statistics: bf16 when counted, float32 in the CPU kernel.
+    assert 0 < rows[1]["activation_bytes"] - counted_rows[1]["activation_bytes"] < 100
+    assert all(r["step_time_s"] is None for r in counted_rows)
+    counted_table = runner.invoke(app, [*args, "--count-only"], catch_exceptions=False)
+    assert counted_table.exit_code == 0 and "fake tensors" in counted_table.stdout
     bad = runner.invoke(app, ["memory", "--model", "r2plus1d_18", "-s", "half"])
     assert bad.exit_code == 2 and "unknown strategy 'half'" in bad.output

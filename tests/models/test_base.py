@@ -46,3 +46,16 @@ def test_checkpointing_only_when_a_training_graph_is_recorded():
     assert len(calls) == 2  # neither call checkpointed
     model.train()(x).sum().backward()
     assert len(calls) == 4  # forward + recomputation
+
+
+def test_checkpointing_levels_are_stored_and_bad_ones_refused():
+    model = Tiny()
+    for enable, stored in ((True, "full"), ("selective", "selective"), (False, False)):
+        model.set_grad_checkpointing(enable)
+        assert model.grad_checkpointing == stored
+    model.set_grad_checkpointing("selective")
+    x = torch.randn(1, 3, 2, 4, 4, requires_grad=True)
+    model.train()(x).sum().backward()  # no attention in the trunk: recomputed as under "full"
+    assert x.grad is not None
+    with pytest.raises(ValueError, match="unknown grad checkpointing level 'all'"):
+        model.set_grad_checkpointing("all")

@@ -73,11 +73,12 @@ def test_masked_encoder_sees_only_visible_tubes():
     assert not torch.allclose(out, full[~mask].view(2, 8, 48))  # visible tokens attend to fewer
 
 
-def test_grad_checkpointing_leaves_outputs_and_grads_unchanged():
+@pytest.mark.parametrize("level", [True, "selective"])
+def test_grad_checkpointing_leaves_outputs_and_grads_unchanged(level):
     plain = tiny(drop_path=0.2).train()
     ckpt = copy.deepcopy(plain)
-    ckpt.set_grad_checkpointing()
-    assert ckpt.encoder.grad_checkpointing
+    ckpt.set_grad_checkpointing(level)
+    assert ckpt.encoder.grad_checkpointing == ("full" if level is True else level)
     x = torch.randn(2, 3, 4, 16, 16)
     outs = []
     for model in (plain, ckpt):

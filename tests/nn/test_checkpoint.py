@@ -1,12 +1,16 @@
-"""checkpoint_module: same outputs, gradients and buffers as a plain call, with recomputation."""
+"""checkpoint_module: same outputs, gradients and buffers as a plain call, with recomputation;
+the selective level keeps the attention outputs."""
 
 import copy
+from functools import partial
 
 import pytest
 import torch
 from torch import nn
 
 from tubelet.nn import checkpoint_module
+from tubelet.nn.attention import Attention
+from tubelet.nn.checkpoint import checkpoint_level
 
 
 def block() -> nn.Module:
@@ -74,3 +78,72 @@ def test_passes_positional_and_keyword_arguments():
     out.sum().backward()
     torch.testing.assert_close(ckpt.linear.weight.grad, plain.linear.weight.grad)
     assert int(ckpt.calls) == 1  # the recomputation's increment was undone
+
+
+class AttentionBlock(nn.Module):
+    """x + proj(attention(norm(x))) with dropout after the projection (so RNG replay matters)."""
+
+    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, proj_drop=0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.attn(self.norm(x))
+
+
+def saved_bytes(fn, *args):
+    """fn(*args) and the bytes of the distinct non-parameter storages autograd saves meanwhile."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*args)
+    return out, seen
+
+
+@pytest.mark.parametrize("level", ["full", "selective"])
+def test_both_levels_match_a_plain_call_with_attention_and_dropout(level):
+    torch.manual_seed(0)
+    plain = AttentionBlock().train()
+    ckpt = copy.deepcopy(plain)
+    x = torch.randn(2, 6, 16)
+    x_plain, x_ckpt = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.manual_seed(1)
+    out_plain = plain(x_plain)
+    torch.manual_seed(1)
+    out_ckpt = checkpoint_module(ckpt, x_ckpt, level=level)
+    out_plain.square().sum().backward()
+    out_ckpt.square().sum().backward()
+    torch.testing.assert_close(out_ckpt, out_plain)
+    torch.testing.assert_close(x_ckpt.grad, x_plain.grad)
+    for (key, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, msg=key)
+
+
+def test_selective_keeps_the_attention_output_and_nothing_else():
+    torch.manual_seed(0)
+    block = AttentionBlock().train()
+    params = {p.untyped_storage()._cdata for p in block.parameters()}
+    x = torch.randn(2, 6, 16, requires_grad=True)  # (B, L, D), 2 heads of 8
+    kept = {}
+    for level in ("full", "selective"):
+        _, seen = saved_bytes(partial(checkpoint_module, block, level=level), x)
+        kept[level] = sum(n for key, n in seen.items() if key not in params)
+    x_bytes = 2 * 6 * 16 * 4
+    assert kept["full"] == x_bytes  # only the input
+    # + the attention output (B, heads, L, 8) and its log-sum-exp (B, heads, L), float32
+    assert kept["selective"] == x_bytes + 2 * 2 * 6 * 8 * 4 + 2 * 2 * 6 * 4
+
+
+def test_levels_are_named_and_bad_ones_refused():
+    assert checkpoint_level(True) == "full" and checkpoint_level("full") == "full"
+    assert checkpoint_level(False) is None
+    assert checkpoint_level("selective") == "selective"
+    with pytest.raises(ValueError, match="unknown grad checkpointing level 'half'"):
+        checkpoint_level("half")
+    with pytest.raises(ValueError, match="unknown checkpoint level 'half'"):
+        checkpoint_module(nn.Linear(2, 2), torch.randn(1, 2), level="half")

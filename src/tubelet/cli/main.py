@@ -260,7 +260,9 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A data folder.")]) -
     from tubelet.data.inspect import inspect_dataset
 
     report = run_job(lambda: inspect_dataset(path, progress=data_bar()))
-    console.print(f"{report.root}: {report.layout} layout, {len(report.classes)} classes")
+    console.print(
+        f"{report.root}: {report.layout} layout, {len(report.classes)} classes", soft_wrap=True
+    )
     table = Table()
     for column in ("class", *report.splits):
         table.add_column(column, justify="left" if column == "class" else "right")

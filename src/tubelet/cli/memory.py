@@ -23,8 +23,8 @@ def memory(
             "--strategy",
             "-s",
             help="A strategy to measure, repeatable: baseline or switches joined by '+' "
-            "(checkpointing, bf16, fp16, channels_last). Default: baseline, checkpointing, bf16, "
-            "checkpointing+bf16.",
+            "(checkpointing, selective_checkpointing, bf16, fp16, channels_last). Default: "
+            "baseline, checkpointing, bf16, checkpointing+bf16.",
         ),
     ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
     model_arg: Annotated[
@@ -32,28 +32,42 @@ def memory(
     ] = [],  # noqa: B006
     num_classes: Annotated[int, typer.Option(help="Classes of the head.")] = 400,
     repeats: Annotated[int, typer.Option(min=1, help="Timed steps per strategy.")] = 3,
+    count_only: Annotated[
+        bool,
+        typer.Option(
+            "--count-only",
+            help="Count the memory on fake tensors (no arithmetic, seconds even where a strategy "
+            "computes slowly, e.g. bf16 on a CPU without bf16 units); no times.",
+        ),
+    ] = False,
     as_json: Annotated[
         bool,
         typer.Option(
-            "--json", help="Print the rows as JSON {strategy, activation_bytes, peak_bytes, ...}."
+            "--json",
+            help="Print the rows as JSON {strategy, activation_bytes, peak_bytes, step_time_s, "
+            "cpu_time_s, ...}.",
         ),
     ] = False,
 ) -> None:
     """Measure one training step (forward, loss, backward, AdamW) of MODEL on random clips
     (B, 3, T, S, S) under each strategy: activation memory, peak memory and step time.
 
-    On a GPU the peak is the device's peak allocation; on a CPU it is the tensors saved for backward
-    plus parameters, gradients and optimizer state. Ratios are to the first strategy measured.
+    On a GPU the peak is the device's peak allocation; on a CPU (and with --count-only) it is the
+    tensors saved for backward plus parameters, gradients and optimizer state. The step's wall time
+    and CPU time (all threads) are medians over --repeats steps taken in turn by the strategies.
+    Ratios are to the first strategy measured.
     """
     from tubelet.engine.memory import DEFAULT_STRATEGIES, Strategy, memory_report
 
     names = strategies or list(DEFAULT_STRATEGIES)
     parsed = run_job(lambda: [Strategy.parse(name) for name in names])
-    with err.status(f"measuring {len(parsed)} strategies x {repeats + 1} training steps"):
+    work = "counting" if count_only else f"measuring {repeats + 1} training steps of"
+    with err.status(f"{work} {len(parsed)} strategies"):
         rows = run_job(
             lambda: memory_report(
                 model, frames=frames, size=size, batch=batch, strategies=parsed,
                 model_args=parse_model_args(model_arg), num_classes=num_classes, repeats=repeats,
+                timed=not count_only,
             )
         )  # fmt: skip
     if as_json:
@@ -61,25 +75,29 @@ def memory(
         return
     base = rows[0]
     device = base.device
-    peak = "peak MiB" if device.startswith("cuda") else "total MiB"
-    table = Table(
-        title=f"{model}: one training step, batch {batch} x {frames}x{size}x{size} on {device}"
-    )
-    for column in ("strategy", "activations MiB", peak, "step s", "activations", "peak", "time"):
+    peak = "peak MiB" if device.startswith("cuda") and not count_only else "total MiB"
+    how = "counted on fake tensors" if count_only else f"on {device}"
+    table = Table(title=f"{model}: one training step, batch {batch} x {frames}x{size}x{size} {how}")
+    for column in ("strategy", "activations MiB", peak, "step s", "cpu s", "activations", "peak"):
         table.add_column(
             column,
             justify="left" if column == "strategy" else "right",
             no_wrap=column == "strategy",
         )
+    table.add_column("time", justify="right")
     for row in rows:
+        timed = row.step_time_s is not None and base.step_time_s  # None under --count-only
         table.add_row(
             row.strategy, f"{row.activation_bytes / 2**20:.1f}", f"{row.peak_bytes / 2**20:.1f}",
-            f"{row.step_time_s:.3f}", f"{row.activation_bytes / base.activation_bytes:.2f}x",
-            f"{row.peak_bytes / base.peak_bytes:.2f}x", f"{row.step_time_s / base.step_time_s:.2f}x",
+            f"{row.step_time_s:.3f}" if timed else "-", f"{row.cpu_time_s:.3f}" if timed else "-",
+            f"{row.activation_bytes / base.activation_bytes:.2f}x",
+            f"{row.peak_bytes / base.peak_bytes:.2f}x",
+            f"{row.step_time_s / base.step_time_s:.2f}x" if timed else "-",
         )  # fmt: skip
     console.print(table)
-    if not device.startswith("cuda"):
+    if count_only or not device.startswith("cuda"):
+        where = "Counted" if count_only else "CPU"
         console.print(
-            "CPU: activations = tensors saved for backward; total = activations + parameters + "
-            "gradients + AdamW state. Ratios are to the first row."
+            f"{where}: activations = tensors saved for backward; total = activations + parameters "
+            "+ gradients + AdamW state. Ratios are to the first row."
         )

@@ -1,8 +1,9 @@
 """What one training step costs in memory and time under each memory-saving strategy.
 
-A strategy is a combination of switches the trainer offers: activation checkpointing, bf16 or fp16
-autocast, channels-last memory layout. For each one `measure_strategies` runs real training steps
-(forward, cross-entropy, backward, AdamW step) of the model and reports:
+A strategy is a combination of switches the trainer offers: activation checkpointing (full, or
+selective: attention outputs kept), bf16 or fp16 autocast, channels-last memory layout. For each one
+`measure_strategies` runs real training steps (forward, cross-entropy, backward, AdamW step) of the
+model and reports:
 
 - `activation_bytes`: the bytes autograd keeps from forward to backward, counted with hooks on saved
   tensors (`torch.autograd.graph.saved_tensors_hooks`), each storage once, parameters left out. With
@@ -10,7 +11,16 @@ autocast, channels-last memory layout. For each one `measure_strategies` runs re
   backward adds that segment's activations for a moment, which only a device's peak counter sees.
 - `peak_bytes`: on a GPU, the device's peak allocation over one step (`torch.cuda.max_memory_allocated`);
   on a CPU, which has no such counter, activations + parameters + gradients + optimizer state.
-- `step_time_s`: the median wall time of the timed steps (after a warm-up step).
+- `step_time_s`: the median wall time of the timed steps (after a warm-up step); `cpu_time_s` the
+  median CPU time of the same steps (all threads of the process), which other programs on a shared
+  machine change much less than the wall time.
+
+`timed=False` counts instead of running: the step runs on fake tensors (`FakeTensorMode`: shapes and
+dtypes, no data, no arithmetic), so a strategy the machine computes slowly (bf16 on a CPU without
+bf16 units) is counted in seconds. Its counts equal a real step's in fp32; under autocast they differ
+by PyTorch's shape functions giving a normalisation layer's saved mean and inverse deviation in the
+input's dtype where the CPU kernels keep float32 (a few bytes per token and layer; 0.1-0.4% of the
+activations in the tests). No time is reported.
 """
 
 from __future__ import annotations
@@ -21,34 +31,47 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.func import functional_call
 
 from tubelet.engine.trainer import autocast, grad_scaler, to_channels_last
 
 # Switches a strategy name combines with "+": "checkpointing+bf16". "baseline" is none of them.
-SWITCHES = ("checkpointing", "bf16", "fp16", "channels_last")
+# "checkpointing" recomputes whole blocks; "selective_checkpointing" keeps their attention outputs.
+SWITCHES = ("checkpointing", "selective_checkpointing", "bf16", "fp16", "channels_last")
+_LEVELS = {"checkpointing": "full", "selective_checkpointing": "selective"}
 DEFAULT_STRATEGIES = ("baseline", "checkpointing", "bf16", "checkpointing+bf16")
 
 
 @dataclass(frozen=True)
 class Strategy:
-    """One combination of memory-saving switches."""
+    """One combination of memory-saving switches; `checkpointing` is None, "full" or "selective"
+    (the level `set_grad_checkpointing` takes)."""
 
-    checkpointing: bool = False
+    checkpointing: str | None = None
     precision: str = "fp32"
     channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.checkpointing not in (None, *_LEVELS.values()):
+            raise ValueError(
+                f"checkpointing must be None, 'full' or 'selective', got {self.checkpointing!r}"
+            )
 
     @property
     def name(self) -> str:
         """ "baseline" or the switches joined by "+", in `SWITCHES` order."""
+        switch = {level: word for word, level in _LEVELS.items()}.get(self.checkpointing or "")
         parts = [
             on
             for on, flag in (
-                ("checkpointing", self.checkpointing),
+                (switch, switch is not None),
                 (self.precision, self.precision != "fp32"),
                 ("channels_last", self.channels_last),
             )
@@ -70,20 +93,27 @@ class Strategy:
             )
         if "bf16" in words and "fp16" in words:
             raise ValueError(f"strategy {text!r} asks for both bf16 and fp16; pick one")
+        levels = [_LEVELS[w] for w in words if w in _LEVELS]
+        if len(levels) > 1:
+            raise ValueError(
+                f"strategy {text!r} asks for two checkpointing levels; pick checkpointing or "
+                "selective_checkpointing"
+            )
         precision = next((w for w in words if w in ("bf16", "fp16")), "fp32")
         return cls(
-            checkpointing="checkpointing" in words,
+            checkpointing=levels[0] if levels else None,
             precision=precision,
             channels_last="channels_last" in words,
         )
 
 
 def all_combinations(switches: Sequence[str] = ("checkpointing", "bf16")) -> list[Strategy]:
-    """The baseline and every combination of `switches` (bf16 and fp16 never together)."""
+    """The baseline and every combination of `switches` (bf16 and fp16 never together, nor the
+    two checkpointing levels)."""
     strategies = []
     for n in range(len(switches) + 1):
         for combo in itertools.combinations(switches, n):
-            if {"bf16", "fp16"} <= set(combo):
+            if {"bf16", "fp16"} <= set(combo) or set(_LEVELS) <= set(combo):
                 continue
             strategies.append(Strategy.parse("+".join(combo) or "baseline"))
     return strategies
@@ -91,12 +121,14 @@ def all_combinations(switches: Sequence[str] = ("checkpointing", "bf16")) -> lis
 
 @dataclass(frozen=True)
 class MemoryRow:
-    """The measurements of one strategy; `as_dict()` gives the JSON row of `tubelet memory --json`."""
+    """The measurements of one strategy; `as_dict()` gives the JSON row of `tubelet memory --json`.
+    The times are None when the step was counted on fake tensors, not run."""
 
     strategy: str
     activation_bytes: int
     peak_bytes: int
-    step_time_s: float
+    step_time_s: float | None
+    cpu_time_s: float | None
     param_bytes: int
     grad_bytes: int
     optimizer_bytes: int
@@ -108,6 +140,7 @@ class MemoryRow:
             "activation_bytes": self.activation_bytes,
             "peak_bytes": self.peak_bytes,
             "step_time_s": self.step_time_s,
+            "cpu_time_s": self.cpu_time_s,
             "param_bytes": self.param_bytes,
             "grad_bytes": self.grad_bytes,
             "optimizer_bytes": self.optimizer_bytes,
@@ -117,16 +150,16 @@ class MemoryRow:
 
 @contextmanager
 def saved_tensor_bytes(skip: Iterable[Tensor] = ()) -> Iterator[dict[int, int]]:
-    """Inside the block, record {storage address: bytes} of every tensor autograd saves for backward,
+    """Inside the block, record {storage id: bytes} of every tensor autograd saves for backward,
     each storage once, leaving out the storages of the tensors in `skip` (the parameters)."""
-    skipped = {t.untyped_storage().data_ptr() for t in skip}
+    # A storage is named by its C++ object (`_cdata`), which fake tensors also have (no data_ptr).
+    skipped = {t.untyped_storage()._cdata for t in skip}
     seen: dict[int, int] = {}
 
     def pack(t: Tensor) -> Tensor:
         storage = t.untyped_storage()
-        address = storage.data_ptr()
-        if address not in skipped and storage.nbytes() > 0:
-            seen[address] = storage.nbytes()
+        if storage._cdata not in skipped and storage.nbytes() > 0:
+            seen[storage._cdata] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -143,7 +176,11 @@ def optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
     return sum(tensor_bytes(state.values()) for state in optimizer.state.values())
 
 
-def classification_loss(model: nn.Module, video: Tensor, labels: Tensor) -> Tensor:
+# (model, video, labels) -> loss; the model is called as model(video).
+LossFn = Callable[[Callable[[Tensor], Tensor], Tensor, Tensor], Tensor]
+
+
+def classification_loss(model: Callable[[Tensor], Tensor], video: Tensor, labels: Tensor) -> Tensor:
     """The loss `measure_strategies` trains with by default: cross-entropy of the logits, in fp32."""
     return F.cross_entropy(model(video).float(), labels)
 
@@ -155,7 +192,8 @@ def measure_strategies(
     strategies: Sequence[Strategy],
     *,
     repeats: int = 3,
-    loss_fn: Callable[[nn.Module, Tensor, Tensor], Tensor] = classification_loss,
+    timed: bool = True,
+    loss_fn: LossFn = classification_loss,
 ) -> list[MemoryRow]:
     """Measure training steps of `model` on (`video`, `labels`) under each strategy.
 
@@ -163,15 +201,28 @@ def measure_strategies(
     switch them on), after one warm-up step, so each row's figures hold the optimizer state.
     Each strategy gets one step that counts the saved tensors (and on a GPU the peak), which is also
     its warm-up; then the strategies take turns for `repeats` timed rounds, so a machine whose load
-    changes slows them alike.
+    changes slows them alike. `timed=False` runs no real step: each strategy's step is counted on
+    fake tensors (`fake_step_bytes`) and the rows have no times.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     device = video.device
     model = model.to(device).train()
+    if not timed:
+        rows = []
+        for strategy in strategies:
+            sizes = fake_step_bytes(model, video, labels, strategy, loss_fn)
+            rows.append(
+                MemoryRow(
+                    strategy=strategy.name, activation_bytes=sizes[0], peak_bytes=sum(sizes),
+                    step_time_s=None, cpu_time_s=None, param_bytes=sizes[1], grad_bytes=sizes[2],
+                    optimizer_bytes=sizes[3], device=str(device),
+                )
+            )  # fmt: skip
+        return rows
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    scalers = {s: grad_scaler(device, s.precision) for s in strategies}
+    scalers = {s: grad_scaler(device, s.precision) for s in (Strategy(), *strategies)}
 
     def step(strategy: Strategy, count_saved: bool = False) -> int:
         """One training step; the bytes saved for backward when `count_saved`."""
@@ -206,12 +257,12 @@ def measure_strategies(
         )
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
         measured[strategy] = (activations, sizes, peak)
-    times: dict[Strategy, list[float]] = {s: [] for s in strategies}
+    times: dict[Strategy, list[tuple[float, float]]] = {s: [] for s in strategies}
     for _ in range(repeats):
         for strategy in strategies:
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             step(strategy)
-            times[strategy].append(time.perf_counter() - start)
+            times[strategy].append((time.perf_counter() - wall, time.process_time() - cpu))
     rows = []
     for strategy in strategies:
         activations, (param_bytes, grad_bytes, optim_bytes), peak = measured[strategy]
@@ -220,7 +271,8 @@ def measure_strategies(
                 strategy=strategy.name,
                 activation_bytes=activations,
                 peak_bytes=peak or activations + param_bytes + grad_bytes + optim_bytes,
-                step_time_s=statistics.median(times[strategy]),
+                step_time_s=statistics.median(wall for wall, _ in times[strategy]),
+                cpu_time_s=statistics.median(cpu for _, cpu in times[strategy]),
                 param_bytes=param_bytes,
                 grad_bytes=grad_bytes,
                 optimizer_bytes=optim_bytes,
@@ -230,10 +282,45 @@ def measure_strategies(
     return rows
 
 
+def fake_step_bytes(
+    model: nn.Module,
+    video: Tensor,
+    labels: Tensor,
+    strategy: Strategy,
+    loss_fn: LossFn = classification_loss,
+) -> tuple[int, int, int, int]:
+    """(activation, parameter, gradient, AdamW state) bytes of one training step of `model` under
+    `strategy`, run on fake copies of its parameters, buffers and inputs (`FakeTensorMode`): every
+    op yields a tensor of the right shape and dtype and computes nothing, so the step takes seconds
+    whatever the machine. The model itself is left as it was (its checkpointing is switched as
+    `strategy` says, as for a real step).
+    """
+    _switch(model, strategy)
+    clip = to_channels_last(video) if strategy.channels_last else video
+    # allow_non_fake_inputs: constants a model creates outside the step (cached tables) join in.
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        params = {k: mode.from_tensor(p) for k, p in model.named_parameters()}
+        buffers = {k: mode.from_tensor(b) for k, b in model.named_buffers()}
+        trained = [p for p in params.values() if p.requires_grad]
+        fake_clip, fake_labels = mode.from_tensor(clip), mode.from_tensor(labels)
+        fake_model = partial(functional_call, model, {**params, **buffers})  # fake_model(x)
+        with autocast(video.device, strategy.precision), saved_tensor_bytes(trained) as saved:
+            loss = loss_fn(fake_model, fake_clip, fake_labels)
+        loss.backward()  # fp16 loss scaling changes no tensor's size
+        optimizer = torch.optim.AdamW(trained, lr=1e-4)
+        optimizer.step()
+        return (
+            sum(saved.values()),
+            tensor_bytes(params.values()),
+            tensor_bytes(p.grad for p in trained),
+            optimizer_bytes(optimizer),
+        )
+
+
 def _switch(model: nn.Module, strategy: Strategy) -> None:
     """Put `model` in the state `strategy` asks for: checkpointing on or off, weight layout."""
     if hasattr(model, "set_grad_checkpointing"):
-        model.set_grad_checkpointing(strategy.checkpointing)
+        model.set_grad_checkpointing(strategy.checkpointing or False)
     elif strategy.checkpointing:
         raise ValueError(f"{type(model).__name__} has no set_grad_checkpointing()")
     if strategy.channels_last:
@@ -258,10 +345,12 @@ def memory_report(
     model_args: dict[str, Any] | None = None,
     num_classes: int = 10,
     repeats: int = 3,
+    timed: bool = True,
     device: torch.device | None = None,
 ) -> list[MemoryRow]:
     """Measure one training step of registered classifier `model_name` on random clips
-    (batch, 3, frames, size, size) under each strategy (the defaults: `DEFAULT_STRATEGIES`).
+    (batch, 3, frames, size, size) under each strategy (the defaults: `DEFAULT_STRATEGIES`);
+    `timed=False` counts the steps on fake tensors instead (see `measure_strategies`).
 
     The model has random weights (seeded); every strategy runs on the same input.
     """
@@ -279,4 +368,4 @@ def memory_report(
 
     torch.manual_seed(0)
     model = create_model(model_name, **args)
-    return measure_strategies(model, video, labels, strategies, repeats=repeats)
+    return measure_strategies(model, video, labels, strategies, repeats=repeats, timed=timed)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from tubelet.nn import checkpoint_module
+from tubelet.nn.checkpoint import checkpoint_level
 
 
 def _check_num_classes(num_classes: int) -> None:
@@ -36,7 +37,7 @@ class VideoClassifier(nn.Module, ABC):
         self.head_drop = nn.Dropout(dropout)
         self.fc = nn.Linear(num_features, num_classes)
         self.init_head(self.fc)
-        self.grad_checkpointing = False
+        self.grad_checkpointing: bool | str = False  # or "full" / "selective" (checkpoint_level)
 
     @abstractmethod
     def forward_features(self, x: Tensor) -> Tensor:
@@ -75,9 +76,13 @@ class VideoClassifier(nn.Module, ABC):
         self.init_head(self.fc)
         self.num_classes = num_classes
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Checkpoint the trunk's stages or blocks while training (less memory, one more forward)."""
-        self.grad_checkpointing = enable
+    def set_grad_checkpointing(self, enable: bool | str = True) -> None:
+        """Checkpoint the trunk's stages or blocks while training (less memory, one more forward).
+
+        `enable`: True or "full"; "selective" also keeps the attention outputs, which are costly to
+        recompute and small (`tubelet.nn.checkpoint`); False turns checkpointing off.
+        """
+        self.grad_checkpointing = checkpoint_level(enable) or False
 
     def maybe_checkpoint(self, module: nn.Module, *args: Any) -> Any:
         """`module(*args)`, checkpointed when checkpointing is on and a training graph is recorded.
@@ -85,5 +90,6 @@ class VideoClassifier(nn.Module, ABC):
         Subclasses run each stage or block of their trunk through this in `forward_features`.
         """
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint_module(module, *args)
+            level = checkpoint_level(self.grad_checkpointing)  # a subclass may have set True
+            return checkpoint_module(module, *args, level=level)
         return module(*args)

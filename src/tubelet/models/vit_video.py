@@ -33,12 +33,13 @@ from typing import Any
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torchvision.ops import StochasticDepth
 
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import register_model
 from tubelet.nn.attention import Attention
-from tubelet.nn.checkpoint import checkpoint_module
+from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 from tubelet.nn.masking import keep_visible, tube_grid
 
 
@@ -57,7 +58,10 @@ def sinusoid_positions(length: int, dim: int) -> Tensor:
     The table of "Attention is all you need" (section 3.5) over the flattened token index, which
     VideoMAE adds to its tubelet tokens instead of learned positions.
     """
-    return _sinusoid_table(length, dim)
+    # Built outside any FakeTensorMode (`tubelet memory --count-only` runs the model in one), so
+    # the cache always holds a real table.
+    with unset_fake_temporarily():
+        return _sinusoid_table(length, dim)
 
 
 class TubeletEmbed(nn.Module):
@@ -172,7 +176,7 @@ class VideoViTEncoder(nn.Module):
             for rate in rates
         )
         self.norm = nn.LayerNorm(dim, eps=norm_eps) if final_norm else nn.Identity()
-        self.grad_checkpointing = False
+        self.grad_checkpointing: bool | str = False  # or "full" / "selective" (checkpoint_level)
 
     def grid(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
         """The (t, h, w) token grid of a clip of shape (B, C, T, H, W)."""
@@ -185,7 +189,8 @@ class VideoViTEncoder(nn.Module):
             tokens = keep_visible(tokens, mask)  # (B, L, D), L = N - masked
         for block in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                tokens = checkpoint_module(block, tokens)
+                level = checkpoint_level(self.grad_checkpointing)  # True (VideoMAE) is "full"
+                tokens = checkpoint_module(block, tokens, level=level)
             else:
                 tokens = block(tokens)
         return self.norm(tokens)
@@ -252,10 +257,11 @@ class VideoViT(VideoClassifier):
             return pooled
         return self.fc(self.head_drop(self.fc_norm(pooled)))
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Checkpoint every encoder block while training (less memory, one more forward)."""
+    def set_grad_checkpointing(self, enable: bool | str = True) -> None:
+        """Checkpoint every encoder block while training (less memory, one more forward);
+        "selective" keeps each block's attention output and recomputes the rest."""
         super().set_grad_checkpointing(enable)
-        self.encoder.grad_checkpointing = enable
+        self.encoder.grad_checkpointing = self.grad_checkpointing
 
 
 def _vit(num_heads: int, kwargs: dict[str, Any]) -> VideoViT:
