@@ -72,20 +72,23 @@ def test_transformer_sees_order_and_checks_its_input():
         create_model("frame_transformer", pool="max")
 
 
-def test_transformer_head_contract_and_checkpointing():
+@pytest.mark.parametrize("level", [True, "selective"])
+def test_transformer_head_contract_and_checkpointing(level):
     torch.manual_seed(0)
     model = create_model("frame_transformer", num_classes=3, dropout=0.2, **TINY).train()
     model.reset_classifier(4)
     x = _features(b=3)
     target = torch.tensor([0, 1, 3])
     ckpt = copy.deepcopy(model)
-    ckpt.set_grad_checkpointing()
+    ckpt.set_grad_checkpointing(level)
     for net in (model, ckpt):
         torch.manual_seed(1)
         torch.nn.functional.cross_entropy(net(x), target).backward()
     for (key, p), q in zip(model.named_parameters(), ckpt.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, msg=key)
-    assert ckpt.encoder.grad_checkpointing
+    assert ckpt.encoder.grad_checkpointing == ("full" if level is True else level)
+    with pytest.raises(ValueError, match="unknown grad checkpointing level 'some'"):
+        ckpt.set_grad_checkpointing("some")
 
 
 def test_transformer_learns_an_order_task_mean_pooling_cannot():

@@ -32,7 +32,7 @@ from torch import nn
 
 from tubelet.models.registry import register_model
 from tubelet.nn.attention import Attention
-from tubelet.nn.checkpoint import checkpoint_module
+from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 
 # The registered models that `tubelet train --task detection` trains.
 DETECTION_MODELS = ("actionformer", "actionformer_tiny", "window_classifier")
@@ -178,13 +178,14 @@ class ActionFormer(nn.Module):
         self.scales = nn.ModuleList(Scale() for _ in range(levels))
         self.grad_checkpointing = False
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute the transformer blocks in the backward pass (same output, less memory)."""
-        self.grad_checkpointing = enable
+    def set_grad_checkpointing(self, enable: bool | str = True) -> None:
+        """Recompute the transformer blocks in the backward pass (same output, less memory);
+        "selective" keeps the attention outputs (`tubelet.nn.checkpoint`)."""
+        self.grad_checkpointing = checkpoint_level(enable) or False
 
     def _block(self, block: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and self.training:
-            return checkpoint_module(block, x, mask)
+            return checkpoint_module(block, x, mask, level=self.grad_checkpointing)
         return block(x, mask)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> DetectorOutput:
@@ -238,8 +239,9 @@ class WindowClassifier(nn.Module):
             nn.Conv1d(hidden, num_classes + 1, 1),
         )  # fmt: skip
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
+    def set_grad_checkpointing(self, enable: bool | str = True) -> None:
         """Nothing to trade: the baseline is two layers (kept for the common model contract)."""
+        checkpoint_level(enable)  # still refuses an unknown level
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> WindowOutput:
         if features.shape[1] != self.input_dim:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tubelet.models.registry import register_model
-from tubelet.nn.checkpoint import checkpoint_module
+from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 from tubelet.nn.correlation import AllPairsCorrelation, OnDemandCorrelation
 
 NormLayer = Callable[[int], nn.Module] | None
@@ -125,7 +125,7 @@ class FeatureEncoder(nn.Module):
         x = self.convnormrelu(x)  # (B, C0, H/2, W/2)
         for stage in (self.layer1, self.layer2, self.layer3):
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint_module(stage, x)
+                x = checkpoint_module(stage, x, level=self.grad_checkpointing)
             else:
                 x = stage(x)
         return self.conv(x)  # (B, C4, H/8, W/8)
@@ -427,11 +427,13 @@ class RAFT(nn.Module):
         levels, radius = self.corr_block.num_levels, self.corr_block.radius
         self.corr_block = make_corr_block(mode, num_levels=levels, radius=radius, chunk=chunk)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute the encoders' stages in backward instead of storing their activations."""
+    def set_grad_checkpointing(self, enable: bool | str = True) -> None:
+        """Recompute the encoders' stages in backward instead of storing their activations (no
+        attention in them: "selective" recomputes everything too)."""
+        level = checkpoint_level(enable) or False
         for encoder in (self.feature_encoder, self.context_encoder):
             if hasattr(encoder, "grad_checkpointing"):
-                encoder.grad_checkpointing = enable
+                encoder.grad_checkpointing = level
 
     @property
     def grad_checkpointing(self) -> bool:

@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import create_model, register_model
-from tubelet.nn import checkpoint_module
 from tubelet.nn.attention import Attention
+from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 
 POOLS = ("cls", "mean")
 
@@ -71,8 +71,9 @@ class MeanEncoder(nn.Module):
     def pool(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
         return masked_mean(tokens, mask)  # (B, D)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
+    def set_grad_checkpointing(self, enable: bool | str = True) -> None:
         """Nothing to checkpoint."""
+        checkpoint_level(enable)  # still refuses an unknown level
 
 
 class Block(nn.Module):
@@ -158,7 +159,7 @@ class TransformerEncoder(nn.Module):
         attn_mask = None if mask is None else rearrange(mask, "b l -> b 1 1 l")  # keys only
         for block in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint_module(block, x, attn_mask)
+                x = checkpoint_module(block, x, attn_mask, level=self.grad_checkpointing)
             else:
                 x = block(x, attn_mask)
         return self.norm(x)  # (B, L, dim)
@@ -168,9 +169,10 @@ class TransformerEncoder(nn.Module):
             return tokens[:, 0]  # (B, dim)
         return masked_mean(tokens, mask)  # (B, dim)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Checkpoint each block while training (outputs unchanged)."""
-        self.grad_checkpointing = enable
+    def set_grad_checkpointing(self, enable: bool | str = True) -> None:
+        """Checkpoint each block while training (outputs unchanged); "selective" keeps the attention
+        outputs (`tubelet.nn.checkpoint`)."""
+        self.grad_checkpointing = checkpoint_level(enable) or False
 
 
 def _init_head(fc: nn.Linear) -> None:
@@ -218,7 +220,7 @@ class SequenceClassifier(nn.Module):
         _init_head(self.fc)
         self.num_classes = num_classes
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
+    def set_grad_checkpointing(self, enable: bool | str = True) -> None:
         """Checkpoint the encoder's blocks while training (outputs unchanged)."""
         self.encoder.set_grad_checkpointing(enable)
 
@@ -277,7 +279,7 @@ class FrameTemporalClassifier(VideoClassifier):
         """Tokens (B, num_features, L) -> (B, num_features) by the encoder's pooling."""
         return self.encoder.pool(rearrange(feats, "b d l -> b l d"))
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
+    def set_grad_checkpointing(self, enable: bool | str = True) -> None:
         """Checkpoint the encoder's blocks and, when it trains, the backbone's stages."""
         super().set_grad_checkpointing(enable)
         self.encoder.set_grad_checkpointing(enable)

@@ -42,8 +42,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from tubelet.models.registry import register_model
-from tubelet.nn import checkpoint_module
 from tubelet.nn.attention import Attention, temporal_attention
+from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 
 TEMPORAL_POSITIONS = ("sinusoidal", "learned")
 
@@ -309,9 +309,10 @@ class VideoUNet(nn.Module):
         self.norm_out = _norm(ch)
         self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in backward instead of keeping them (same output)."""
-        self.grad_checkpointing = enable
+    def set_grad_checkpointing(self, enable: bool | str = True) -> None:
+        """Recompute each block's activations in backward instead of keeping them (same output);
+        "selective" keeps the attention outputs (`tubelet.nn.checkpoint`)."""
+        self.grad_checkpointing = checkpoint_level(enable) or False
 
     def temporal_parameter_names(self) -> list[str]:
         """The names of the parameters that only the temporal layers have."""
@@ -381,7 +382,7 @@ class VideoUNet(nn.Module):
 
     def _run(self, block: SpaceTimeBlock, x: Tensor, *args: Any) -> Tensor:
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint_module(block, x, *args)
+            return checkpoint_module(block, x, *args, level=self.grad_checkpointing)
         return block(x, *args)
 
     def _check_input(
