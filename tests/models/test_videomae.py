@@ -1,6 +1,7 @@
 """VideoMAE pre-training model: masks, per-patch normalised targets, loss on masked tubes only."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -56,6 +57,43 @@ def test_loss_is_mse_on_the_masked_tubes_only():
     target = model.targets(x)[mask].view(2, -1, out.pred.shape[-1])
     torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(out.pred, target))
     assert torch.equal(out.mask, mask)
+
+
+def test_unnormalised_target_loss_is_mse_to_the_raw_tube_pixels():
+    model = tiny(norm_pix_loss=False).eval()
+    x = torch.zeros(1, 3, 4, 16, 16)
+    x[:, :, :, :8, :8] = 1.0  # tubes 0 and 4 (top left, both slices): value 1, the rest 0
+    mask = torch.tensor([[True, False, False, False, True, False, False, False]])
+    out = model(x, mask=mask)
+    # Hand case: the pixels of the masked tubes are (1 * std + mean) per channel.
+    pixel = torch.tensor([0.485 + 0.229, 0.456 + 0.224, 0.406 + 0.225])
+    target = pixel.repeat(2 * 8 * 8).expand(1, 2, -1)  # (B, M, P*C), channel fastest
+    expected = ((out.pred - target) ** 2).mean()
+    torch.testing.assert_close(out.loss, expected)
+    with torch.no_grad():  # a prediction of exactly those pixels costs nothing
+        model.decoder_head.weight.zero_()
+        model.decoder_head.bias.copy_(target[0, 0])
+    assert model(x, mask=mask).loss.item() < 1e-12
+
+
+def test_linears_start_xavier_uniform_as_videomae_pretraining():
+    model = tiny(width=16)
+    for name in ("encoder.blocks.0.attn.qkv", "decoder_blocks.0.mlp.fc1", "decoder_head"):
+        layer = model.get_submodule(name)
+        bound = math.sqrt(6 / sum(layer.weight.shape))  # U(-bound, bound), Xavier-uniform
+        assert 0.9 * bound < layer.weight.abs().max() <= bound, name
+        assert not layer.bias.any(), name
+
+
+def test_predictions_depend_on_the_visible_tubes_from_the_start():
+    # With the normal(0.02) initialisation at this width, flipping the visible pixels moved the
+    # predictions by 0.05%: the decoder ignored the encoder and the loss sat at its trivial value.
+    model = tiny(width=16).eval()
+    x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    mask = tube_mask(2, (2, 4, 4), 0.5, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pred, flipped = (model(v, mask=mask).pred for v in (x, x.flip(-1)))
+    assert (pred - flipped).norm() > 0.01 * pred.norm()
 
 
 def test_bad_masks_and_arguments_are_refused():

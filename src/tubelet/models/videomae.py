@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tubelet.models.registry import register_model
-from tubelet.models.vit_video import Block, VideoViTEncoder, init_vit_weights, sinusoid_positions
+from tubelet.models.vit_video import Block, VideoViTEncoder, sinusoid_positions
 from tubelet.nn.checkpoint import checkpoint_module
 from tubelet.nn.masking import check_mask, masking_fn, patchify, unpatchify
 
@@ -150,8 +150,7 @@ class VideoMAEPretrain(nn.Module):
             tensor = None if value is None else torch.tensor(value, dtype=torch.float32)
             self.register_buffer(name, tensor, persistent=False)
         self.grad_checkpointing = False
-        init_vit_weights(self)
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        init_pretrain_weights(self)
 
     # -- masks and targets -------------------------------------------------------------------------
     def draw_mask(self, clip: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -230,6 +229,29 @@ class VideoMAEPretrain(nn.Module):
         """Checkpoint every encoder and decoder block while training (outputs unchanged)."""
         self.grad_checkpointing = enable
         self.encoder.grad_checkpointing = enable
+
+
+def init_pretrain_weights(model: VideoMAEPretrain) -> None:
+    """VideoMAE's pre-training initialisation (`modeling_pretrain.py` of MCG-NJU/VideoMAE).
+
+    Every Linear of encoder and decoder: Xavier-uniform weights, zero biases; LayerNorms 1 / 0;
+    `encoder_to_decoder` and the tubelet Conv3d keep PyTorch's default; `mask_token` is a truncated
+    normal(0.02). Not the fixed normal(0.02) of VideoMAE's fine-tuning code and of Hugging Face's
+    `_init_weights`: 0.02 is about Xavier's scale at 768 channels, but at the 48 channels of a
+    CPU-sized model it is 7x too small, each of the ~5 Linears between a visible token and a
+    prediction shrinks the signal, and the loss sat at its trivial value (README, "Why the loss
+    stayed at 127/128"). Xavier scales with the width, so both regimes start alike.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    model.encoder_to_decoder.reset_parameters()
+    nn.init.trunc_normal_(model.mask_token, std=0.02)
 
 
 @register_model(kind="pretrain")
