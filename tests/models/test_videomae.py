@@ -106,10 +106,12 @@ def test_bad_masks_and_arguments_are_refused():
         tiny(masking="grid")
 
 
-def test_grad_checkpointing_leaves_loss_and_grads_unchanged():
+@pytest.mark.parametrize("level", [True, "selective"])
+def test_grad_checkpointing_leaves_loss_and_grads_unchanged(level):
     plain = tiny().train()
     ckpt = copy.deepcopy(plain)
-    ckpt.set_grad_checkpointing()
+    ckpt.set_grad_checkpointing(level)
+    assert ckpt.encoder.grad_checkpointing == ("full" if level is True else level)
     mask = tube_mask(2, (2, 2, 2), 0.5, generator=torch.Generator().manual_seed(0))
     losses = []
     for model in (plain, ckpt):
@@ -119,6 +121,8 @@ def test_grad_checkpointing_leaves_loss_and_grads_unchanged():
     torch.testing.assert_close(losses[1], losses[0])
     for (key, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, msg=key)
+    with pytest.raises(ValueError, match="unknown grad checkpointing level"):
+        ckpt.set_grad_checkpointing("stages")
 
 
 def test_training_steps_lower_the_reconstruction_loss():

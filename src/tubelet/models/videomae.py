@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from tubelet.models.registry import register_model
 from tubelet.models.vit_video import Block, VideoViTEncoder, sinusoid_positions
-from tubelet.nn.checkpoint import checkpoint_module
+from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 from tubelet.nn.masking import check_mask, masking_fn, patchify, unpatchify
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # tubelet.data.transforms normalises clips with these
@@ -216,7 +216,7 @@ class VideoMAEPretrain(nn.Module):
         x = torch.cat([visible + pos_visible, self.mask_token + pos_masked], dim=1)  # (B, N, Dd)
         for block in self.decoder_blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint_module(block, x)
+                x = checkpoint_module(block, x, level=self.grad_checkpointing)
             else:
                 x = block(x)
         num_masked = pos_masked.shape[1]
@@ -225,10 +225,11 @@ class VideoMAEPretrain(nn.Module):
         loss = F.mse_loss(pred.float(), target.float())
         return MaskedVideoOutput(loss=loss, pred=pred, mask=mask)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Checkpoint every encoder and decoder block while training (outputs unchanged)."""
-        self.grad_checkpointing = enable
-        self.encoder.grad_checkpointing = enable
+    def set_grad_checkpointing(self, enable: bool | str = True) -> None:
+        """Checkpoint every encoder and decoder block while training (outputs unchanged);
+        "selective" keeps the attention outputs (`tubelet.nn.checkpoint`)."""
+        self.grad_checkpointing = checkpoint_level(enable) or False
+        self.encoder.grad_checkpointing = self.grad_checkpointing
 
 
 def init_pretrain_weights(model: VideoMAEPretrain) -> None:
