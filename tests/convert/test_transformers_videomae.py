@@ -125,3 +125,29 @@ def test_mismatches_are_refused_with_their_names(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
     with pytest.raises(ValueError, match="GELU"):
         create_model("vit_b_16_video", checkpoint=str(tmp_path), checkpoint_format="transformers")
+
+
+def test_key_biases_of_transformers_5_17_folders_are_dropped_and_reported(tmp_path, caplog):
+    # transformers 5.17 saved a key.bias in every attention layer; any value leaves softmax as is.
+    from safetensors.torch import load_file, save_file
+
+    from tubelet.convert import load_checkpoint
+
+    peer = saved_peer(VideoMAEForVideoClassification, tmp_path, num_labels=3)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    keys = [f"videomae.encoder.layer.{i}.attention.attention.key.bias" for i in range(2)]
+    assert not set(keys) & set(state)
+    state.update({k: torch.randn(64) for k in keys})  # not zeros: dropped whatever the value
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with caplog.at_level("INFO", logger="tubelet.convert"):
+        model = create_model(
+            "vit_b_16_video", checkpoint=str(tmp_path), checkpoint_format="transformers"
+        ).eval()
+    assert "dropped 2" in caplog.text and "softmax" in caplog.text
+    x = clip(1)
+    with torch.no_grad():
+        assert (model(x) - peer(pixel_values=x.transpose(1, 2)).logits).abs().max() <= 1e-4
+    report = load_checkpoint(model, "vit_b_16_video", tmp_path, "transformers")
+    assert set(report.dropped) == set(keys)
+    assert report.loaded == len(model.state_dict())
+    assert "key bias" in str(report)

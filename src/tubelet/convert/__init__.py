@@ -7,11 +7,17 @@ and names every missing, unexpected or mis-shaped key if it does not fit.
 A format whose checkpoints describe their own architecture (a Hugging Face folder's config.json)
 also registers an architecture reader `(model_name, path) -> builder arguments`;
 `create_model` builds the model from those before loading.
+
+A format may also name checkpoint tensors that carry nothing the model computes with (a drop rule
+`(model_name, key) -> reason or None`): they are left out before conversion, and the
+`ImportReport` that `load_checkpoint` returns (and logs) names each one with its reason.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +27,44 @@ from torch import nn
 
 Converter = Callable[[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 ArchitectureReader = Callable[[str, Path], dict[str, Any]]
+DropRule = Callable[[str, str], str | None]
 _FORMATS: dict[str, Converter] = {}
 _ARCHITECTURES: dict[str, ArchitectureReader] = {}
+_DROP_RULES: dict[str, DropRule] = {}
+logger = logging.getLogger(__name__)
 
 
-def register_format(name: str) -> Callable[[Converter], Converter]:
-    """Register a converter under a format name (`@register_format("torchvision")`)."""
+@dataclass(frozen=True)
+class ImportReport:
+    """What `load_checkpoint` did: tensors loaded, and each checkpoint key left out with why."""
+
+    source: str
+    checkpoint_format: str
+    loaded: int
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        line = f"imported {self.loaded} tensors from {self.source} ({self.checkpoint_format} format)"
+        if not self.dropped:
+            return line
+        by_reason: dict[str, list[str]] = {}
+        for key, reason in self.dropped.items():
+            by_reason.setdefault(reason, []).append(key)
+        parts = [
+            f"dropped {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}): {why}"
+            for why, keys in by_reason.items()
+        ]
+        return "; ".join([line, *parts])
+
+
+def register_format(name: str, *, drop: DropRule | None = None) -> Callable[[Converter], Converter]:
+    """Register a converter under a format name (`@register_format("torchvision")`); `drop`
+    names the checkpoint keys to leave out, with the reason the report gives."""
 
     def wrap(fn: Converter) -> Converter:
         _FORMATS[name] = fn
+        if drop is not None:
+            _DROP_RULES[name] = drop
         return fn
 
     return wrap
@@ -115,13 +150,23 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
 
 def load_checkpoint(
     model: nn.Module, name: str, path: str | Path, checkpoint_format: str | None = None
-) -> None:
-    """Import the checkpoint at `path`, written in `checkpoint_format`, into `model` (named `name`)."""
+) -> ImportReport:
+    """Import the checkpoint at `path`, written in `checkpoint_format`, into `model` (named `name`).
+
+    Returns (and logs) the report: how many tensors were loaded and which keys the format's drop
+    rule left out, and why. Anything else that does not fit is refused.
+    """
     fmt = checkpoint_format or "tubelet"
     if fmt not in _FORMATS:
         raise ValueError(f"unknown checkpoint_format {fmt!r}; known formats: {list_formats()}")
-    state = _FORMATS[fmt](name, read_state_dict(path))
+    state = read_state_dict(path)
+    rule = _DROP_RULES.get(fmt)
+    dropped = {k: why for k in state if rule is not None and (why := rule(name, k)) is not None}
+    state = _FORMATS[fmt](name, {k: v for k, v in state.items() if k not in dropped})
     load_state_dict_strict(model, state, f"{path} ({fmt} format)")
+    report = ImportReport(str(path), fmt, len(state), dropped)
+    logger.info("%s", report)
+    return report
 
 
 @register_format("tubelet")

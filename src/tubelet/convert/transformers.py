@@ -47,7 +47,17 @@ def architecture(name: str, path: Path) -> dict[str, Any]:
     return CONFIG_READERS[name](read_config(path))
 
 
-@register_format("transformers")
+# tubelet model name -> (checkpoint key -> why the key is left out, or None to keep it).
+DROPS: dict[str, Callable[[str], str | None]] = {}
+
+
+def dropped_key(name: str, key: str) -> str | None:
+    """Why the importer leaves checkpoint `key` out for model `name` (None: it is imported)."""
+    rule = DROPS.get(name)
+    return rule(key) if rule else None
+
+
+@register_format("transformers", drop=dropped_key)
 def from_transformers(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map a Hugging Face state dict onto the keys of tubelet model `name`."""
     _supported(name)
@@ -323,8 +333,20 @@ def _convert_videomae(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+# transformers 5.17's VideoMAE wrote a `key.bias` (zeros at initialisation) that VideoMAE has not.
+_KEY_BIAS_REASON = (
+    "attention key bias: it adds the same constant q.b_k to every score of a query's row, and "
+    "softmax ignores a per-row constant, so it is dropped whatever its value"
+)
+
+
+def _videomae_drop(key: str) -> str | None:
+    return _KEY_BIAS_REASON if key.endswith(".attention.attention.key.bias") else None
+
+
 VIT_VIDEO_MODELS = ("vit_b_16_video", "vit_s_16_video", "vit_t_16_video")
 VIDEOMAE_PRETRAIN_MODELS = ("videomae_pretrain", "videomae_pretrain_s", "videomae_pretrain_t")
+DROPS.update(dict.fromkeys(VIT_VIDEO_MODELS + VIDEOMAE_PRETRAIN_MODELS, _videomae_drop))
 CONFIG_READERS.update(dict.fromkeys(VIT_VIDEO_MODELS, _vit_video_args))
 CONFIG_READERS.update(dict.fromkeys(VIDEOMAE_PRETRAIN_MODELS, _videomae_pretrain_args))
 CONVERTERS.update(dict.fromkeys(VIT_VIDEO_MODELS + VIDEOMAE_PRETRAIN_MODELS, _convert_videomae))
