@@ -44,7 +44,9 @@ class ImportReport:
     dropped: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        line = f"imported {self.loaded} tensors from {self.source} ({self.checkpoint_format} format)"
+        line = (
+            f"imported {self.loaded} tensors from {self.source} ({self.checkpoint_format} format)"
+        )
         if not self.dropped:
             return line
         by_reason: dict[str, list[str]] = {}
