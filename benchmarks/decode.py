@@ -55,7 +55,7 @@ from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
 from tubelet.data.sampling import dense_indices, temporal_views, uniform_indices
-from tubelet.io import VideoReader
+from tubelet.io import VideoReader, torchcodec_error
 
 DEFAULT_WORKDIR = Path(__file__).resolve().parent / ".cache"
 GENERATOR_VERSION = 1  # bump when the generated content changes, so cached files are remade
@@ -253,11 +253,14 @@ class Peer:
 
 def available_peers() -> tuple[list[Peer], dict[str, str]]:
     """The peers that import here, and {name: reason} for those that do not."""
-    peers = [
-        Peer("torchcodec_exact", _torchcodec("exact"), exact=True),
-        Peer("torchcodec_approximate", _torchcodec("approximate"), exact=True),
-    ]
+    peers: list[Peer] = []
     unavailable: dict[str, str] = {}
+    reason = torchcodec_error()
+    if reason is None:
+        peers.append(Peer("torchcodec_exact", _torchcodec("exact"), exact=True))
+        peers.append(Peer("torchcodec_approximate", _torchcodec("approximate"), exact=True))
+    else:
+        unavailable["torchcodec_exact"] = unavailable["torchcodec_approximate"] = reason
     try:
         import decord  # noqa: F401
     except Exception as error:  # ImportError, or OSError when its bundled FFmpeg does not load
@@ -450,8 +453,6 @@ def reference_frames_to_decode(
 
 def describe(path: Path, spec: VideoSpec, threads: int) -> dict[str, Any]:
     """The file's spec and the frame count each decoder reports (they must agree)."""
-    from torchcodec.decoders import VideoDecoder
-
     with VideoReader(path, num_threads=threads) as reader:
         info = {
             "path": str(path),
@@ -463,7 +464,10 @@ def describe(path: Path, spec: VideoSpec, threads: int) -> dict[str, Any]:
             "keyframes": keyframe_indices(path),
         }
     counts = {"written": spec.num_frames, "tubelet": info["num_frames"]}
-    counts["torchcodec"] = VideoDecoder(str(path)).metadata.num_frames_from_content
+    if torchcodec_error() is None:
+        from torchcodec.decoders import VideoDecoder
+
+        counts["torchcodec"] = VideoDecoder(str(path)).metadata.num_frames_from_content
     try:
         import decord
 

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tubelet.io import torchcodec_error
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "decode.py"
-PEERS = ("torchcodec_exact", "torchcodec_approximate", "pyav_loop")
+TORCHCODEC_PEERS = ("torchcodec_exact", "torchcodec_approximate")
+# torchcodec's peers run where FFmpeg's libraries load, and are listed as unavailable elsewhere.
+PEERS = (*TORCHCODEC_PEERS, "pyav_loop") if torchcodec_error() is None else ("pyav_loop",)
 
 
 @pytest.mark.slow
@@ -22,6 +26,9 @@ def test_quick_run_writes_times_ratios_and_frame_checks(tmp_path: Path) -> None:
     meta = report["meta"]
     # decord is optional: it is either timed or listed as unavailable with the reason.
     assert ("decord" in meta["peers"]) != ("decord" in meta["unavailable_peers"])
+    for name in TORCHCODEC_PEERS:
+        assert (name in meta["peers"]) == (torchcodec_error() is None)
+        assert meta["unavailable_peers"].get(name) == torchcodec_error()
     [info] = report["files"].values()
     assert info["num_frames_agree"] and info["num_frames"] == 60
     assert 0 < info["num_reference_frames"] < 60  # B-frames: some frames are non-reference

@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import av
 import numpy as np
@@ -35,7 +36,7 @@ VIDEO_NAMES = [
 ]
 TORCHCODEC = pytest.param(
     "torchcodec",
-    marks=pytest.mark.skipif(load_error() is not None, reason=f"torchcodec: {load_error()}"),
+    marks=pytest.mark.skipif(load_error() is not None, reason=str(load_error())),
 )
 BACKENDS = ["pyav", TORCHCODEC]
 PATTERNS = {
@@ -49,33 +50,50 @@ HAS_FFMPEG = shutil.which("ffmpeg") is not None
 FPS = 24  # frame rate of the sample videos (conftest.py)
 
 
-def sequential_decode(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Decode every frame in order with PyAV: uint8 (T, H, W, 3) and their times (T,) in s.
+def sequential_frames(path: Path) -> Iterator[av.VideoFrame]:
+    """Every frame of the first video stream, decoded in order with PyAV.
 
     Packets the demuxer marks corrupt (a truncated file's cut-off last packet) are not decoded;
     packets the decoder rejects give no frame (as the ffmpeg program skips them).
     """
-    images, times = [], []
     with av.open(str(path)) as container:
         for packet in container.demux(video=0):
             if packet.is_corrupt:
                 continue
             try:
-                decoded = packet.decode()
+                yield from packet.decode()
             except av.InvalidDataError:
                 continue
-            for frame in decoded:
-                images.append(frame.to_ndarray(format="rgb24"))
-                times.append(frame.time)
-    return np.stack(images), np.array(times)
 
 
-def ffmpeg_decode(path: Path, height: int, width: int) -> np.ndarray:
-    """Every frame as the ffmpeg program decodes it: uint8 (T, H, W, 3)."""
-    command = ["ffmpeg", "-v", "quiet", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24"]
-    command += ["-vsync", "passthrough", "-"]
-    raw = subprocess.run(command, capture_output=True, check=True, timeout=60).stdout
-    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, height, width, 3)
+def sequential_decode(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame in order: uint8 (T, H, W, 3) by PyAV's own RGB conversion, and times (T,) in s."""
+    frames = list(sequential_frames(path))
+    images = [frame.to_ndarray(format="rgb24") for frame in frames]
+    return np.stack(images), np.array([frame.time for frame in frames])
+
+
+def rgb24_reference(path: Path, height: int, width: int) -> np.ndarray:
+    """Every frame as `ffmpeg -pix_fmt rgb24` decodes it: uint8 (T, H, W, 3), display rotation
+    applied. Where the program is not installed: PyAV's sequential decode through the filter the
+    program appends for `-pix_fmt` (`format=rgb24`), which converts 10-bit, grey and odd sizes as
+    it does (PyAV's own `to_ndarray` conversion differs there), without rotation."""
+    if HAS_FFMPEG:
+        command = ["ffmpeg", "-v", "quiet", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24"]
+        command += ["-vsync", "passthrough", "-"]
+        raw = subprocess.run(command, capture_output=True, check=True, timeout=60).stdout
+        return np.frombuffer(raw, dtype=np.uint8).reshape(-1, height, width, 3)
+    images = []
+    for frame in sequential_frames(path):
+        graph = av.filter.Graph()
+        source = graph.add_buffer(
+            width=frame.width, height=frame.height, format=frame.format, time_base=frame.time_base
+        )
+        graph.link_nodes(source, graph.add("format", "pix_fmts=rgb24"), graph.add("buffersink"))
+        graph.configure()
+        graph.vpush(frame)
+        images.append(graph.vpull().to_ndarray())
+    return np.stack(images)
 
 
 @pytest.fixture(scope="session")
@@ -112,14 +130,13 @@ def test_every_frame_shows_its_index(sample_videos, frame_index, name, backend):
     assert [frame_index(image) for image in frames] == list(range(len(frames)))
 
 
-@pytest.mark.skipif(not HAS_FFMPEG, reason="the ffmpeg program is not installed")
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", VIDEO_NAMES)
 def test_get_frames_equals_ffmpeg_program(sample_videos, name, backend):
     indices = PATTERNS["unsorted"] + PATTERNS["repeated"]
     with VideoReader(video_path(sample_videos, name), backend=backend) as reader:
         frames = reader.get_frames(indices)
-        expected = ffmpeg_decode(reader.path, reader.height, reader.width)
+        expected = rgb24_reference(reader.path, reader.height, reader.width)
     assert len(expected) == reader.num_frames
     assert torch.equal(frames.data, torch.from_numpy(expected[indices]))
 
@@ -142,7 +159,7 @@ def test_metadata_describes_the_frames(sample_videos, name, backend):
 
 def test_backends_agree_on_metadata(sample_videos):
     if load_error() is not None:
-        pytest.skip(f"torchcodec: {load_error()}")
+        pytest.skip(load_error())
     for video in sample_videos.values():
         with VideoReader(video.path, "pyav") as pyav, VideoReader(video.path, "torchcodec") as tc:
             for name in ("num_frames", "width", "height"):
@@ -230,10 +247,10 @@ def test_truncated_file_opens_with_the_frames_that_decode(truncated_video, frame
     assert [frame_index(image) for image in frames] == list(range(decodable))
     assert np.array_equal(frames, sequential_decode(path)[0])
     if HAS_FFMPEG:
-        assert np.array_equal(frames, ffmpeg_decode(path, 48, 64))
+        assert np.array_equal(frames, rgb24_reference(path, 48, 64))
 
 
-@pytest.mark.skipif(load_error() is not None, reason="torchcodec does not load")
+@pytest.mark.skipif(load_error() is not None, reason=str(load_error()))
 def test_truncated_file_refused_by_torchcodec_alone(truncated_video):
     path, _ = truncated_video
     with pytest.raises(VideoDecodeError, match=r"truncated.*backend='auto' or 'pyav'"):
@@ -412,7 +429,19 @@ def test_get_frames_at_past_the_end_names_the_duration(sample_videos, backend):
         assert reader.get_frames_at([]).data.shape == (0, 48, 64, 3)
 
 
-@pytest.mark.skipif(not HAS_FFMPEG, reason="the ffmpeg program is not installed")
+@pytest.mark.skipif(
+    not HAS_FFMPEG, reason="compares with the ffmpeg program (apt-get install ffmpeg)"
+)
+def test_reference_without_the_ffmpeg_program_equals_it(format_videos, sample_videos):
+    paths = [*format_videos.values(), *(video.path for video in sample_videos.values())]
+    for path in paths:
+        with VideoReader(path, backend="pyav") as reader:
+            size = reader.height, reader.width
+        expected = rgb24_reference(path, *size)
+        with mock.patch.dict(globals(), HAS_FFMPEG=False):  # the fallback
+            assert np.array_equal(rgb24_reference(path, *size), expected), path
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(
     "name", ["odd_size_yuv420", "odd_size_yuv444", "h264_10bit", "hevc_10bit", "grey"]
@@ -422,7 +451,7 @@ def test_pixel_formats_come_out_as_ffmpeg_rgb24(format_videos, name, backend):
         pytest.skip(f"this PyAV build has no encoder for {name}")
     with VideoReader(format_videos[name], backend=backend) as reader:
         frames = reader.get_frames([5, 0, 7, 5]).data
-        expected = ffmpeg_decode(reader.path, reader.height, reader.width)
+        expected = rgb24_reference(reader.path, reader.height, reader.width)
     assert frames.dtype == torch.uint8 and frames.shape[1:] == expected.shape[1:]
     assert expected.shape[1:3] == ((47, 63) if "odd" in name or name == "grey" else (48, 64))
     assert torch.equal(frames, torch.from_numpy(expected[[5, 0, 7, 5]]))
@@ -438,7 +467,7 @@ def test_rotation_metadata_is_applied(rotated_videos, degrees, backend):
         frames = reader.get_frames([6, 1, 2]).data
     assert torch.equal(frames, torch.from_numpy(shown[[6, 1, 2]].copy()))
     if HAS_FFMPEG:  # the ffmpeg program rotates by the same metadata
-        assert np.array_equal(shown, ffmpeg_decode(rotated_videos[degrees], *shown.shape[1:3]))
+        assert np.array_equal(shown, rgb24_reference(rotated_videos[degrees], *shown.shape[1:3]))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -447,7 +476,7 @@ def test_damaged_packet_names_the_missing_frame_and_the_rest_decode(damaged_vide
     images = sequential_decode(path)[0]  # the decoder drops the damaged packet's frame
     assert len(images) == n - 1
     if HAS_FFMPEG:
-        assert np.array_equal(images, ffmpeg_decode(path, 48, 64))
+        assert np.array_equal(images, rgb24_reference(path, 48, 64))
     with VideoReader(path, backend=backend) as reader:
         assert reader.num_frames == n  # the packet is intact in the container
         others = [i for i in range(n) if i != k][::-1]

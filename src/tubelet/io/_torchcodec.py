@@ -12,15 +12,35 @@ import torch
 from tubelet.io._size import short_side_size
 from tubelet.io.errors import VideoDecodeError
 
+# What makes torchcodec load, named in every message that says it does not.
+FFMPEG_FIX = (
+    "install FFmpeg (`apt-get install ffmpeg`, `brew install ffmpeg` or `conda install ffmpeg`)"
+)
+
 
 @functools.cache
 def load_error() -> str | None:
-    """Why torchcodec cannot be used here (it does not import or its FFmpeg libraries do not
-    load), or None when it can. Checked once per process."""
+    """Why torchcodec cannot be used here, in one line that names the fix, or None when it can.
+
+    Recent torchcodec imports without FFmpeg and loads FFmpeg's libraries on first use, so the
+    import alone proves nothing: this loads them too. Checked once per process.
+    """
     try:
+        import torchcodec
+    except ImportError as error:
+        return f"torchcodec does not import ({error}): `pip install torchcodec`"
+    except (OSError, RuntimeError):  # older torchcodec loads FFmpeg when it is imported
+        return f"torchcodec cannot load FFmpeg's shared libraries: {FFMPEG_FIX}"
+    try:
+        from torchcodec._core import ops
         from torchcodec.decoders import VideoDecoder  # noqa: F401
-    except (ImportError, OSError, RuntimeError) as error:
-        return f"{type(error).__name__}: {error}"
+
+        load = getattr(ops, "load_core_libraries", None)  # absent where the import loads them
+        if load is not None:
+            load()
+    except (ImportError, OSError, RuntimeError):
+        version = getattr(torchcodec, "__version__", "?")
+        return f"torchcodec {version} cannot load FFmpeg's shared libraries: {FFMPEG_FIX}"
     return None
 
 

@@ -310,8 +310,7 @@ def _open(path: Path, requested: str, num_threads: int, short_side: int | None) 
     if requested == "torchcodec":
         if unavailable is not None:
             raise RuntimeError(
-                f"backend='torchcodec' is unavailable ({unavailable}); install FFmpeg's shared "
-                "libraries in a version torchcodec supports, or use backend='pyav'"
+                f"backend='torchcodec' is unavailable: {unavailable}, or use backend='pyav'"
             )
         return _open_torchcodec_strict(path, num_threads, short_side)
     if unavailable is None:
