@@ -3,10 +3,12 @@
 
 import contextlib
 import os
+import socket
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader, Dataset
 
 from tubelet.data.datasets import collate_clips
@@ -41,15 +43,24 @@ class Clips(Dataset):
 
 
 class Net(nn.Module):
-    """Two Linear layers in a Sequential (so FSDP shards them one by one)."""
+    """Two Linear layers in a Sequential (so FSDP shards them one by one); with checkpointing on,
+    each layer recomputes its forward in backward."""
 
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(96, 16), nn.ReLU(), nn.Linear(16, 3))
+        self.checkpointing = False
+
+    def set_grad_checkpointing(self, enable=True):
+        self.checkpointing = enable
 
     def forward(self, x):
-        return self.body(x)
+        if not (self.checkpointing and self.training):
+            return self.body(x)
+        for layer in self.body:
+            x = checkpoint(layer, x, use_reentrant=False)
+        return x
 
 
 # 7 videos: shares of 4 and 3 on two processes, in batches of 3: 2 batches and 1 (FSDP evaluation
@@ -57,7 +68,10 @@ class Net(nn.Module):
 VAL = Clips(7, seed=2, views=True)
 
 
-def make_trainer(root, *, rank=0, world=1, batch_size=8, epochs=1, parallel="ddp", bad=()):
+def make_trainer(
+    root, *, rank=0, world=1, batch_size=8, epochs=1, parallel="ddp", bad=(), precision="fp32",
+    checkpointing=False,
+):  # fmt: skip
     train = Clips(8, seed=1, bad=bad)
     sampler = ShuffleSampler(len(train), seed=0, rank=rank, world_size=world)
     return Trainer(
@@ -67,27 +81,90 @@ def make_trainer(root, *, rank=0, world=1, batch_size=8, epochs=1, parallel="ddp
             VAL, batch_size=3, sampler=ShardSampler(len(VAL), rank=rank, world_size=world),
             collate_fn=collate_clips,
         ),
-        config=OptimConfig(epochs=epochs, lr=0.01, warmup_epochs=0.5, grad_clip=None),
+        config=OptimConfig(
+            epochs=epochs, lr=0.01, warmup_epochs=0.5, grad_clip=None, precision=precision
+        ),
         run=RunDir(Path(root)), spec={"model": "net", "model_args": {}}, show_progress=False,
-        runtime=RuntimeConfig(parallel=parallel),
+        runtime=RuntimeConfig(parallel=parallel, grad_checkpointing=checkpointing),
     )  # fmt: skip
 
 
 def first_moments(trainer):
     """AdamW's first moment per parameter after one step: (1 - beta1) * the averaged gradient."""
-    moments = []
-    for p in trainer.model.parameters():
-        m = trainer.optimizer.state[p]["exp_avg"]
-        moments.append(m.full_tensor() if hasattr(m, "full_tensor") else m)
-    return moments
+    return [whole(trainer.optimizer.state[p]["exp_avg"]) for p in trainer.model.parameters()]
 
 
-def worker(rank, world, port, root, results):
+def whole(tensor):
+    """A tensor, gathered whole when it is sharded (collective), detached and copied."""
+    tensor = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+    return tensor.detach().clone()
+
+
+def trainer_state(trainer):
+    """Whole weights and AdamW moments (collective under FSDP)."""
+    params = [whole(p) for p in trainer.model.parameters()]
+    moments = [
+        whole(trainer.optimizer.state[p][slot])
+        for p in trainer.model.parameters()
+        for slot in ("exp_avg", "exp_avg_sq")
+    ]
+    return {"params": params, "moments": moments}
+
+
+def interrupted_in_epoch_two(trainer):
+    """`trainer.fit()` stopped by an interrupt at the start of its second epoch."""
+    real_epoch, calls = trainer._train_epoch, []
+
+    def crash_in_epoch_two(progress):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(progress)
+
+    trainer._train_epoch = crash_in_epoch_two
+    with contextlib.suppress(KeyboardInterrupt):
+        trainer.fit()
+
+
+def free_port():
+    """A TCP port on the loopback interface that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def join(rank, world, port):
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )  # fmt: skip
     torch.set_num_threads(1)
+
+
+def sharded_worker(rank, world, port, root, results):
+    """FSDP with bf16 mixed precision and checkpointing: a run stopped in epoch 2 and resumed from
+    its sharded checkpoint equals a straight run; a one-process run's checkpoint resumes here."""
+    join(rank, world, port)
+    out = {}
+    kw = {"rank": rank, "world": world, "batch_size": 2, "parallel": "fsdp"}
+    kw |= {"precision": "bf16", "checkpointing": True}
+    straight = make_trainer(f"{root}/straight", epochs=2, **kw)
+    straight.fit()
+    interrupted_in_epoch_two(make_trainer(f"{root}/sharded", epochs=2, **kw))
+    resumed = make_trainer(f"{root}/sharded", epochs=2, **kw)
+    resumed.fit()
+    out["straight"], out["resumed"] = trainer_state(straight), trainer_state(resumed)
+    out["steps"] = resumed.scheduler.last_epoch
+    # A checkpoint of one process (whole weights), resumed by FSDP on two (the run is complete).
+    from_one = make_trainer(f"{root}/one", epochs=1, **kw)
+    from_one.fit()
+    out["from_one"] = trainer_state(from_one)
+    results[rank] = out
+    dist.destroy()
+
+
+def worker(rank, world, port, root, results):
+    join(rank, world, port)
     out = {}
     # One step of a global batch of 8 (4 per process), DDP and FSDP.
     for parallel in ("ddp", "fsdp"):
@@ -103,18 +180,9 @@ def worker(rank, world, port, root, results):
     # Resume: interrupted in epoch 2 and run again equals a straight run.
     straight = make_trainer(f"{root}/straight", rank=rank, world=world, batch_size=2, epochs=2)
     straight.fit()
-    broken = make_trainer(f"{root}/resumed", rank=rank, world=world, batch_size=2, epochs=2)
-    real_epoch, calls = broken._train_epoch, []
-
-    def crash_in_epoch_two(progress):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_epoch(progress)
-
-    broken._train_epoch = crash_in_epoch_two
-    with contextlib.suppress(KeyboardInterrupt):
-        broken.fit()
+    interrupted_in_epoch_two(
+        make_trainer(f"{root}/resumed", rank=rank, world=world, batch_size=2, epochs=2)
+    )
     resumed = make_trainer(f"{root}/resumed", rank=rank, world=world, batch_size=2, epochs=2)
     resumed.fit()
     out["resume_equal"] = all(

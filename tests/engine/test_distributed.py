@@ -1,31 +1,25 @@
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from distributed_cases import CLASSES, Net, first_moments, make_trainer, worker
+from distributed_cases import CLASSES, Net, first_moments, free_port, make_trainer, worker
 from safetensors.torch import load_file
 from torch import nn
 
 from tubelet.engine import distributed as dist
+from tubelet.engine.sharded import read_weights
 from tubelet.tasks import ClassificationTask
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
     manager = mp.Manager()
     results = manager.dict()
-    mp.spawn(worker, args=(2, _free_port(), str(tmp_path), results), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, free_port(), str(tmp_path), results), nprocs=2, join=True)
     one = make_trainer(tmp_path / "one", batch_size=8)
     single = one.fit()
     expected_val = {k: v for k, v in single.items() if k.startswith("val_")}
@@ -38,11 +32,14 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
             # Validation: 7 videos, each counted once, the same metrics as one process.
             assert got["summary"] == expected_val
             assert got["summary"]["val_num_videos"] == 7
-        # Rank 0 alone wrote the run folder, once per epoch; weights gathered whole under FSDP.
+        # Rank 0 alone wrote the run folder, once per epoch; FSDP's weights are read whole.
         root = tmp_path / parallel
         assert len((root / "metrics.jsonl").read_text().splitlines()) == 1
         assert json.loads((root / "summary.json").read_text())["processes"] == 2
-        weights = load_file(root / "best" / "model.safetensors")
+        best = root / "best"
+        weights = (
+            read_weights(best) if parallel == "fsdp" else load_file(best / "model.safetensors")
+        )
         assert weights["body.1.weight"].shape == (16, 96)
         torch.testing.assert_close(weights["body.1.weight"], one.model.body[1].weight.detach())
     assert results[0]["resume_equal"] and results[1]["resume_equal"]
@@ -56,7 +53,7 @@ def test_torchrun_runs_the_train_command_on_two_processes(tiny_dataset, tmp_path
     out = tmp_path / "run"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-port", str(_free_port()), "-m", "tubelet", "train", "--data", str(tiny_dataset),
+        "--master-port", str(free_port()), "-m", "tubelet", "train", "--data", str(tiny_dataset),
         "--model", "r2plus1d_18", "-m", "width=4", "--frames", "4", "--size", "32",
         "--epochs", "1", "--batch-size", "2", "--workers", "0", "--out", str(out),
         "--grad-checkpointing", "--channels-last",

@@ -347,6 +347,7 @@ def _most_common(counts: Any) -> str:
 
 # The other tasks' command modules register their commands on `app` when imported (one line each).
 from tubelet.cli import (  # noqa: E402
+    consolidate,  # noqa: F401
     detect,  # noqa: F401
     extract,  # noqa: F401
     flow,  # noqa: F401

@@ -32,15 +32,24 @@ def save_model(
     state = _unwrap(model).state_dict() if state is None else state
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     _atomic(folder / WEIGHTS, lambda p: save_file(state, str(p)))
-    _atomic(folder / SPEC, lambda p: p.write_text(json.dumps(spec, indent=2)))
+    save_spec(folder, spec)
     return folder
 
 
+def save_spec(folder: str | Path, spec: dict[str, Any]) -> None:
+    """Write `folder/model.json` alone (beside the weights of a sharded checkpoint)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    _atomic(Path(folder) / SPEC, lambda p: p.write_text(json.dumps(spec, indent=2)))
+
+
 def find_checkpoint(path: str | Path) -> Path:
-    """The checkpoint folder for a run folder (its `best/`, else `last/`) or a checkpoint folder."""
+    """The checkpoint folder for a run folder (its `best/`, else `last/`) or a checkpoint folder
+    (whole weights, or sharded ones: see `tubelet.engine.sharded`)."""
+    from tubelet.engine.sharded import is_sharded
+
     path = Path(path)
     for folder in (path, path / "best", path / "last"):
-        if (folder / SPEC).is_file() and (folder / WEIGHTS).is_file():
+        if (folder / SPEC).is_file() and ((folder / WEIGHTS).is_file() or is_sharded(folder)):
             return folder
     raise FileNotFoundError(
         f"no checkpoint in {path}: expected {SPEC} and {WEIGHTS} in it or in its best/ or last/ folder "
@@ -49,10 +58,19 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model saved at `path` (run folder or checkpoint folder); returns it and its spec."""
+    """Rebuild the model saved at `path` (run folder or checkpoint folder); returns it and its spec.
+
+    A sharded checkpoint without `model.safetensors` is read whole into this process.
+    """
+    from tubelet.engine.sharded import read_weights
+
     folder = find_checkpoint(path)
     spec = json.loads((folder / SPEC).read_text())
-    model = create_model(spec["model"], checkpoint=str(folder / WEIGHTS), **spec["model_args"])
+    if (folder / WEIGHTS).is_file():
+        model = create_model(spec["model"], checkpoint=str(folder / WEIGHTS), **spec["model_args"])
+    else:
+        model = create_model(spec["model"], **spec["model_args"])
+        model.load_state_dict(read_weights(folder))
     return model, spec
 
 

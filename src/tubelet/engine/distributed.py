@@ -89,27 +89,43 @@ def default_device(env: DistEnv | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def wrap_model(model: nn.Module, parallel: str, device: torch.device) -> nn.Module:
+def wrap_model(
+    model: nn.Module, parallel: str, device: torch.device, precision: str = "fp32"
+) -> nn.Module:
     """The model to train under the current process group (the model itself for one process).
 
     "ddp": `DistributedDataParallel` (a full copy per process, gradients averaged in backward).
     "fsdp": PyTorch's `fully_shard` (FSDP2) on every block (see `fsdp_units`) and on the root, in
     place: parameters, gradients and optimizer state are split across processes, and each block's
     weights are gathered only while it runs, for models whose training state does not fit one device.
+    With `precision` "bf16"/"fp16" the gathered weights are cast to it (FSDP2's mixed precision:
+    half the bytes to gather) while the shards, the gradients' reduction and the optimizer stay in
+    float32. Activation checkpointing (the model's own, set before) composes with it: a block's
+    recomputation in backward gathers its weights again.
     """
     if parallel not in PARALLEL:
         raise ValueError(f"parallel must be one of {PARALLEL}, not {parallel!r}")
     if dist_env().world_size == 1:
         return model
     if parallel == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
+        fully_shard, policy_class = _fsdp2()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        policy = policy_class(param_dtype=dtype, reduce_dtype=torch.float32 if dtype else None)
         for unit in fsdp_units(model):
-            fully_shard(unit)
-        fully_shard(model)
+            fully_shard(unit, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
         return model
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def _fsdp2() -> tuple[Callable[..., Any], type]:
+    """`fully_shard` and `MixedPrecisionPolicy`: public in torch >= 2.6, private in 2.4-2.5."""
+    try:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    except ImportError:  # torch 2.4/2.5
+        from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
+    return fully_shard, MixedPrecisionPolicy
 
 
 def fsdp_units(model: nn.Module) -> list[nn.Module]:
@@ -131,8 +147,10 @@ def fsdp_units(model: nn.Module) -> list[nn.Module]:
 
 def is_fsdp(model: nn.Module) -> bool:
     """Whether `fully_shard` wrapped this model."""
-    from torch.distributed.fsdp import FSDPModule
-
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch 2.4/2.5
+        from torch.distributed._composable.fsdp import FSDPModule
     return isinstance(model, FSDPModule)
 
 

@@ -16,6 +16,7 @@ process: one optimizer step sees batch size x `accumulate` x processes clips.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -29,7 +30,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tubelet.engine import distributed as dist
-from tubelet.engine.checkpoint import load_trainer_state, save_model, save_trainer_state
+from tubelet.engine import sharded
+from tubelet.engine.checkpoint import (
+    WEIGHTS,
+    load_trainer_state,
+    save_model,
+    save_spec,
+    save_trainer_state,
+)
 from tubelet.engine.progress import TrainProgress
 from tubelet.engine.run import RunDir, seed_everything
 
@@ -147,9 +155,13 @@ class Trainer:
         self.device = device or dist.default_device(self.env)
         if self.env.world_size > 1:
             seed_everything(torch.initial_seed() + self.env.rank)
-        self.model = prepare_model(model, self.runtime, self.device)
-        self.train_model = dist.wrap_model(self.model, self.runtime.parallel, self.device)
         self.fsdp = self.env.world_size > 1 and self.runtime.parallel == "fsdp"
+        if self.fsdp:
+            sharded.check_supported()
+        self.model = prepare_model(model, self.runtime, self.device)
+        self.train_model = dist.wrap_model(
+            self.model, self.runtime.parallel, self.device, config.precision
+        )
         self.task = task
         self.train_loader = train_loader
         self.val_loader = val_loader
@@ -198,8 +210,8 @@ class Trainer:
                 }
                 if self.env.is_main:
                     self.run.log_metrics(record)
-                # Every process holds the same merged metrics, so all take the same branch (FSDP
-                # needs every process to gather the weights for saving).
+                # Every process holds the same merged metrics, so all take the same branch (under
+                # FSDP every process writes its shards).
                 if not self.best or self._improves(val[self.monitor]):
                     self.best = {"epoch": self.epoch, **val}
                     self._save_model(self.run.best)
@@ -313,15 +325,26 @@ class Trainer:
         )  # fmt: skip
 
     # -- state ---------------------------------------------------------------------------------------
-    def _save_model(self, folder: Any) -> None:
-        """Write the weights (gathered from every process under FSDP) and spec, on rank 0."""
-        state = _full_model_state(self.model) if self.fsdp else None
+    def _save_model(
+        self, folder: Any, optimizer: torch.optim.Optimizer | None = None
+    ) -> dict[str, Any] | None:
+        """Write the weights and spec (rank 0 writes; under FSDP every process its shards, with
+        `optimizer`'s when given). Returns the optimizer state to keep in the trainer state: the
+        whole one, or None when it went into the shards."""
+        if self.fsdp:
+            sharded.save_sharded(folder, self.model, optimizer)
+            if self.env.is_main:
+                save_spec(folder, self.spec)
+                (folder / WEIGHTS).unlink(missing_ok=True)  # whole weights of an earlier epoch
+            return None
         if self.env.is_main:
-            save_model(folder, self.model, self.spec, state=state)
+            save_model(folder, self.model, self.spec)
+            # The shards of an earlier epoch (a sharded run resumed in one process).
+            shutil.rmtree(folder / sharded.SHARDED, ignore_errors=True)
+        return self.optimizer.state_dict() if optimizer is not None else None
 
     def _save_last(self) -> None:
-        self._save_model(self.run.last)
-        optimizer = _full_optimizer_state(self.model, self.optimizer, self.fsdp)
+        optimizer = self._save_model(self.run.last, self.optimizer)
         rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
         rng_by_rank = dist.all_gather_objects(rng)
         if not self.env.is_main:
@@ -344,16 +367,20 @@ class Trainer:
         )
 
     def _resume(self) -> None:
+        """Continue from `last/`: sharded checkpoints from any number of processes, each process
+        reading its share; whole ones read by every process (sharded on loading under FSDP)."""
         state = load_trainer_state(self.run.last)
         if state is None:
             return
         from safetensors.torch import load_file
 
-        weights = load_file(str(self.run.last / "model.safetensors"))
-        if self.fsdp:
+        if sharded.is_sharded(self.run.last):
+            sharded.load_sharded(self.run.last, self.model, self.optimizer)
+        elif self.fsdp:
+            weights = load_file(str(self.run.last / WEIGHTS))
             _load_full_state(self.model, self.optimizer, weights, state["optimizer"])
         else:
-            self.model.load_state_dict(weights)
+            self.model.load_state_dict(load_file(str(self.run.last / WEIGHTS)))
             self.model.to(self.device)
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -539,33 +566,18 @@ def prepare_model(model: nn.Module, runtime: RuntimeConfig, device: torch.device
     return model
 
 
-def _full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The whole (unsharded) state dict of an FSDP model, on the CPU of rank 0 (collective)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_model_state_dict(model, options=options)
-
-
-def _full_optimizer_state(
-    model: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool
-) -> dict[str, Any]:
-    """The optimizer's state dict; under FSDP gathered whole onto rank 0's CPU (collective)."""
-    if not fsdp:
-        return optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_optimizer_state_dict(model, optimizer, options=options)
-
-
 def _load_full_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     weights: dict[str, torch.Tensor],
     optimizer_state: dict[str, Any],
 ) -> None:
-    """Load whole (unsharded) model and optimizer states into an FSDP model, each process its shard."""
+    """Load whole (unsharded) model and optimizer states into an FSDP model, each process its shard.
+
+    `optimizer_state` is a plain `optimizer.state_dict()` (of a run in one process or under DDP),
+    whose parameters are numbered in the order of its groups; the groups of `optimizer` hold the
+    same parameters in the same order, which gives each number its parameter's name.
+    """
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
         set_model_state_dict,
@@ -574,7 +586,18 @@ def _load_full_state(
 
     options = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, weights, options=options)
-    set_optimizer_state_dict(model, optimizer, optimizer_state, options=options)
+    names = {p: n for n, p in model.named_parameters()}
+    saved = [i for group in optimizer_state["param_groups"] for i in group["params"]]
+    current = [names[p] for group in optimizer.param_groups for p in group["params"]]
+    name = dict(zip(saved, current, strict=True))
+    by_name = {
+        "state": {name[i]: slots for i, slots in optimizer_state["state"].items()},
+        "param_groups": [
+            {**group, "params": [name[i] for i in group["params"]]}
+            for group in optimizer_state["param_groups"]
+        ],
+    }
+    set_optimizer_state_dict(model, optimizer, by_name, options=options)
 
 
 def _timed(loader: Iterable[Any]) -> Iterator[tuple[Any, float]]:

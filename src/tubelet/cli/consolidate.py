@@ -1,0 +1,21 @@
+"""`tubelet consolidate`: the whole weights of a sharded (--fsdp) run, for predict and export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tubelet.cli.common import app, console, run_job
+
+
+@app.command()
+def consolidate(
+    run: Annotated[Path, typer.Argument(help="A run folder trained with --fsdp, or its best/.")],
+) -> None:
+    """Write model.safetensors beside each sharded checkpoint of a --fsdp run (best/, last/)."""
+    from tubelet.engine.sharded import consolidate_run
+
+    for path in run_job(lambda: consolidate_run(run)):
+        console.print(f"wrote {path}")
