@@ -4,6 +4,7 @@
 import contextlib
 import os
 import socket
+import time
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from tubelet.data.datasets import collate_clips
 from tubelet.data.loader import ShardSampler, ShuffleSampler
 from tubelet.engine import distributed as dist
-from tubelet.engine.run import RunDir
+from tubelet.engine.run import RunDir, open_run_dir
 from tubelet.engine.trainer import OptimConfig, RuntimeConfig, Trainer, evaluate_loader
 from tubelet.tasks import ClassificationTask
 
@@ -201,4 +202,37 @@ def worker(rank, world, port, root, results):
     )["num_videos"]
     out["eval_videos"] = meter_videos
     results[rank] = out
+    dist.destroy()
+
+
+def slow_write_text(self, data, *args, **kwargs):
+    """`Path.write_text` that leaves the file empty for a while between truncating and writing."""
+    with open(self, "w") as f:
+        f.flush()
+        time.sleep(0.05)
+        return f.write(data)
+
+
+def run_folder_worker(rank, world, port, root, results):
+    """Both ranks open one run folder again and again (writes made slow, so a reader would meet an
+    empty file), read its config after a barrier, then open it with other settings (refused)."""
+    join(rank, world, port)
+    Path.write_text = slow_write_text
+    configs = []
+    for i in range(5):
+        run = open_run_dir(root, {"lr": 0.1, "versions": i}, check=lambda previous: None)
+        dist.barrier()
+        configs.append(run.read_config())
+        dist.barrier()
+
+    def same_lr(previous):
+        if previous["lr"] != 0.2:
+            raise ValueError(f"{root} holds a run with lr {previous['lr']}, not 0.2")
+
+    try:
+        open_run_dir(root, {"lr": 0.2, "versions": 5}, check=same_lr)
+        refusal = None
+    except ValueError as error:
+        refusal = str(error)
+    results[rank] = {"configs": configs, "refusal": refusal}
     dist.destroy()

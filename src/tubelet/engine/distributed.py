@@ -240,6 +240,36 @@ def main_first(make: Callable[[], T]) -> T:
     return make()
 
 
+def main_decides(decide: Callable[[], T]) -> T:
+    """`decide()` on rank 0 alone; every process returns its result, or raises its error.
+
+    For a decision that rank 0 takes from the run folder (is this the same run?): the others get the
+    verdict, not the files, so all go on together or all stop with the same message. A ValueError
+    or FileNotFoundError (what a user can fix) is raised again as such on every rank, any other
+    error as a RuntimeError naming it.
+    """
+    if dist_env().world_size == 1:
+        return decide()
+    verdict: list[Any] = [None]
+    error: BaseException | None = None
+    if dist_env().is_main:
+        try:
+            verdict[0] = ("ok", decide())
+        except Exception as caught:  # every kind reaches the other ranks before rank 0 raises it
+            error = caught
+            verdict[0] = ("error", type(caught).__name__, str(caught))
+    dist.broadcast_object_list(verdict, src=0)
+    if error is not None:
+        raise error
+    if verdict[0][0] == "ok":
+        return verdict[0][1]
+    _, kind, message = verdict[0]
+    known = {"ValueError": ValueError, "FileNotFoundError": FileNotFoundError}
+    if kind in known:
+        raise known[kind](message)
+    raise RuntimeError(f"rank 0 failed with {kind}: {message}")
+
+
 def launched_rank() -> int:
     """The rank torchrun gave this process (0 when not started by torchrun); readable after the
     process group is gone, e.g. to print a command's result once."""
