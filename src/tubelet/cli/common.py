@@ -11,14 +11,20 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     help="tubelet: decode, sample, train and evaluate video models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # click's plain help: it wraps the descriptions and never cuts an option name (typer's rich
+    # panels cut them in an 80-column terminal).
+    rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Make and inspect data sets.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Make and inspect data sets.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(data_app, name="data")
 console = Console()
 err = Console(stderr=True)
@@ -96,5 +102,10 @@ def run_job(job: Any) -> Any:
     try:
         return job()
     except (ValueError, FileNotFoundError, VideoDecodeError) as error:
-        err.print(f"[bold red]error:[/] {error}")
+        print_error(str(error))
         raise typer.Exit(2) from None
+
+
+def print_error(message: str) -> None:
+    """`error: MESSAGE` on stderr as one unwrapped line (paths stay whole and copyable)."""
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)

@@ -13,9 +13,9 @@ from rich.table import Table
 from tubelet.cli.common import app, console, fmt, run_job
 
 
-@app.command()
+@app.command(short_help="Find the actions in a video: segments and a timeline.")
 def detect(
-    video: Annotated[Path, typer.Argument(help="A video file.")],
+    video: Annotated[Path, typer.Argument(metavar="VIDEO", help="A video file.")],
     checkpoint: Annotated[
         Path, typer.Option(help="Run folder of `tubelet train --task detection`.")
     ],

@@ -12,10 +12,11 @@ from rich.table import Table
 from tubelet.cli.common import app, console, fmt, parse_model_args, print_bad_files, run_job
 
 
-@app.command()
+@app.command(short_help="Extract features of videos with a model.")
 def extract(
     videos: Annotated[
-        list[Path] | None, typer.Argument(help="Loose video files (besides or instead of --data).")
+        list[Path] | None,
+        typer.Argument(metavar="VIDEO", help="Loose video files (besides or instead of --data)."),
     ] = None,
     out: Annotated[Path, typer.Option(help="Features folder (resumed if it exists).")] = Path(
         "features"
@@ -30,7 +31,10 @@ def extract(
         Path | None, typer.Option(help="Run folder of `tubelet train` whose model to use.")
     ] = None,
     model_arg: Annotated[
-        list[str], typer.Option("--model-arg", "-m", help="Builder argument KEY=VALUE, repeatable.")
+        list[str],
+        typer.Option(
+            "--model-arg", "-m", metavar="KEY=VALUE", help="Builder argument, repeatable."
+        ),
     ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
     level: Annotated[
         str, typer.Option(help="frame (one feature per frame) or clip (sliding windows).")

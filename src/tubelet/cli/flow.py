@@ -10,10 +10,11 @@ import typer
 from tubelet.cli.common import app, console, err, run_job
 
 
-@app.command()
+@app.command(short_help="Optical flow of a video or of two images.")
 def flow(
     inputs: Annotated[
-        list[Path], typer.Argument(help="A video file, or two image files (image1 image2).")
+        list[Path],
+        typer.Argument(metavar="INPUT", help="A video file, or two image files (IMAGE1 IMAGE2)."),
     ],
     checkpoint: Annotated[
         Path,

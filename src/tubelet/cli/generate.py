@@ -12,7 +12,7 @@ from rich.table import Table
 from tubelet.cli.common import app, console, err, fmt, run_job
 
 
-@app.command()
+@app.command(short_help="Sample clips from a generation run.")
 def generate(
     checkpoint: Annotated[Path, typer.Option(help="A generation run folder or checkpoint folder.")],
     out: Annotated[Path, typer.Option(help="The grid video to write: .mp4 or .gif.")],

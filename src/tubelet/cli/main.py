@@ -27,7 +27,7 @@ from tubelet.cli.common import (
 )
 
 
-@app.command()
+@app.command(short_help="Train a model (any task); resumes an interrupted run.")
 def train(
     data: Annotated[
         Path | None, typer.Option(help="Data folder; built-in synthetic set if absent.")
@@ -42,7 +42,10 @@ def train(
         ),
     ] = None,
     model_arg: Annotated[
-        list[str], typer.Option("--model-arg", "-m", help="Builder argument KEY=VALUE, repeatable.")
+        list[str],
+        typer.Option(
+            "--model-arg", "-m", metavar="KEY=VALUE", help="Builder argument, repeatable."
+        ),
     ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
     frames: Annotated[int, typer.Option(help="Frames per clip (T).")] = 8,
     sampling: Annotated[
@@ -58,12 +61,18 @@ def train(
     ] = "fp32",
     accumulate: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
     grad_checkpointing: Annotated[
-        bool, typer.Option(help="Recompute activations in backward (less memory, more time).")
+        bool,
+        typer.Option(
+            "--grad-checkpointing",
+            help="Recompute activations in backward (less memory, more time).",
+        ),
     ] = False,
-    channels_last: Annotated[bool, typer.Option(help="Channels-last memory layout.")] = False,
-    compile: Annotated[bool, typer.Option(help="torch.compile the model.")] = False,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="Channels-last memory layout.")
+    ] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     fsdp: Annotated[
-        bool, typer.Option(help="Under torchrun: shard the model (FSDP) instead of DDP.")
+        bool, typer.Option("--fsdp", help="Under torchrun: shard the model (FSDP) instead of DDP.")
     ] = False,
     flip: Annotated[
         bool | None,
@@ -141,7 +150,7 @@ def train(
     console.print(f"Run folder: {job.out} (summary.json, metrics.jsonl, best/, last/)")
 
 
-@app.command("eval")
+@app.command("eval", short_help="Evaluate a run on its val split (multi-view; mAP).")
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="Run folder or checkpoint folder.")],
     data: Annotated[
@@ -174,9 +183,9 @@ def evaluate(
     print_bad_files(metrics["bad_files"])
 
 
-@app.command()
+@app.command(short_help="Classify one video.")
 def predict(
-    video: Annotated[Path, typer.Argument(help="A video file.")],
+    video: Annotated[Path, typer.Argument(metavar="VIDEO", help="A video file.")],
     checkpoint: Annotated[Path, typer.Option(help="Run folder or checkpoint folder.")],
     top_k: Annotated[int, typer.Option(help="How many classes to show.")] = 5,
     views: Annotated[str, typer.Option(help="CLIPSxCROPS views, averaged.")] = "1x1",
@@ -198,7 +207,7 @@ def predict(
     console.print(table)
 
 
-@app.command()
+@app.command(short_help="List the registered models and their kinds.")
 def models() -> None:
     """List the registered models with their kind (what they take and give)."""
     from tubelet.models import list_models, model_kind
@@ -211,8 +220,10 @@ def models() -> None:
     console.print(table)
 
 
-@app.command()
-def compare(runs: Annotated[list[Path], typer.Argument(help="Run folders.")]) -> None:
+@app.command(short_help="One table of finished runs.")
+def compare(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", help="Run folders.")],
+) -> None:
     """One table of finished runs: validation top-1 and accuracy on time-reversal pairs."""
     table = Table(title="validation accuracy")
     table.add_column("model", no_wrap=True)
@@ -235,9 +246,12 @@ def compare(runs: Annotated[list[Path], typer.Argument(help="Run folders.")]) ->
     console.print(table)
 
 
-@data_app.command("synth")
+@data_app.command("synth", short_help="Write the built-in synthetic dataset.")
 def data_synth(
-    out: Annotated[Path, typer.Argument(help="Folder to write videos and annotation lists into.")],
+    out: Annotated[
+        Path,
+        typer.Argument(metavar="OUT_DIR", help="Folder to write videos and annotation lists into."),
+    ],
     videos_per_class: Annotated[int, typer.Option()] = 60,
     frames: Annotated[int, typer.Option()] = 24,
     size: Annotated[int, typer.Option()] = 72,
@@ -254,8 +268,10 @@ def data_synth(
     console.print(f"Wrote {root} (train.csv, val.csv, classes.txt, reversal_pairs.txt, videos/)")
 
 
-@data_app.command("inspect")
-def data_inspect(path: Annotated[Path, typer.Argument(help="A data folder.")]) -> None:
+@data_app.command("inspect", short_help="Classes, counts and sizes of a data folder.")
+def data_inspect(
+    path: Annotated[Path, typer.Argument(metavar="DATA_DIR", help="A data folder.")],
+) -> None:
     """Classes, counts, durations, frame rates, resolutions and unreadable files of a data folder."""
     from tubelet.data.inspect import inspect_dataset
 
@@ -292,9 +308,11 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A data folder.")]) -
     )
 
 
-@data_app.command("validate")
+@data_app.command("validate", short_help="Decode every video; list the unreadable ones.")
 def data_validate(
-    path: Annotated[Path, typer.Argument(help="A data folder (any layout `--data` reads).")],
+    path: Annotated[
+        Path, typer.Argument(metavar="DATA_DIR", help="A data folder (any layout `--data` reads).")
+    ],
     report: Annotated[
         Path | None, typer.Option(help="Write the bad files to this CSV (path,splits,reason).")
     ] = None,

@@ -11,7 +11,7 @@ from rich.table import Table
 from tubelet.cli.common import app, console, err, parse_model_args, run_job
 
 
-@app.command()
+@app.command(short_help="Memory and time of a training step, per strategy.")
 def memory(
     model: Annotated[str, typer.Option(help="Registered classifier name (`tubelet models`).")],
     frames: Annotated[int, typer.Option(help="Frames per clip (T).")] = 16,
@@ -28,7 +28,10 @@ def memory(
         ),
     ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
     model_arg: Annotated[
-        list[str], typer.Option("--model-arg", "-m", help="Builder argument KEY=VALUE, repeatable.")
+        list[str],
+        typer.Option(
+            "--model-arg", "-m", metavar="KEY=VALUE", help="Builder argument, repeatable."
+        ),
     ] = [],  # noqa: B006
     num_classes: Annotated[int, typer.Option(help="Classes of the head.")] = 400,
     repeats: Annotated[int, typer.Option(min=1, help="Timed steps per strategy.")] = 3,

@@ -19,7 +19,7 @@ from tubelet.cli.common import (
 )
 
 
-@app.command()
+@app.command(short_help="Pre-train a VideoMAE encoder on masked tubes.")
 def pretrain(
     data: Annotated[
         Path | None,
@@ -35,7 +35,10 @@ def pretrain(
         str, typer.Option(help="tube (same positions in every frame) or random.")
     ] = "tube",
     model_arg: Annotated[
-        list[str], typer.Option("--model-arg", "-m", help="Builder argument KEY=VALUE, repeatable.")
+        list[str],
+        typer.Option(
+            "--model-arg", "-m", metavar="KEY=VALUE", help="Builder argument, repeatable."
+        ),
     ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
     frames: Annotated[int, typer.Option(help="Frames per clip (a multiple of the tubelet).")] = 16,
     sampling: Annotated[
@@ -49,7 +52,11 @@ def pretrain(
     precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast).")] = "fp32",
     accumulate: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
     grad_checkpointing: Annotated[
-        bool, typer.Option(help="Recompute activations in backward (less memory, more time).")
+        bool,
+        typer.Option(
+            "--grad-checkpointing",
+            help="Recompute activations in backward (less memory, more time).",
+        ),
     ] = False,
     workers: Annotated[int | None, typer.Option(help="Decoding worker processes.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
