@@ -10,9 +10,12 @@ import typer
 from tubelet.cli.common import app, console, run_job
 
 
-@app.command()
+@app.command(short_help="Join a --fsdp run's shards into model.safetensors.")
 def consolidate(
-    run: Annotated[Path, typer.Argument(help="A run folder trained with --fsdp, or its best/.")],
+    run: Annotated[
+        Path,
+        typer.Argument(metavar="RUN_DIR", help="A run folder trained with --fsdp, or its best/."),
+    ],
 ) -> None:
     """Write model.safetensors beside each sharded checkpoint of a --fsdp run (best/, last/)."""
     from tubelet.engine.sharded import consolidate_run
