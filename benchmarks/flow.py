@@ -198,7 +198,7 @@ def run_epe(args: argparse.Namespace) -> dict[str, Any]:
     import cv2
 
     from tubelet.engine.checkpoint import load_model
-    from tubelet.engine.flow import held_out_set
+    from tubelet.jobs.flow import held_out_set
     from tubelet.tasks.flow import FlowMeter, FlowTask
 
     torch.set_num_threads(args.threads)

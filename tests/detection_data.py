@@ -1,4 +1,4 @@
-"""A tiny detection setup shared by the engine and CLI tests: an untrimmed set, a backbone
+"""A tiny detection setup shared by the jobs and CLI tests: an untrimmed set, a backbone
 checkpoint with random weights, and its clip features."""
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import torch
 
 from tubelet.data.untrimmed import ensure_untrimmed_dataset
 from tubelet.engine.checkpoint import save_model
-from tubelet.engine.extract import extract_features
+from tubelet.jobs.extract import extract_features
 from tubelet.models import create_model
 
 

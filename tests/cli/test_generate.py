@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from tubelet.cli.main import app
-from tubelet.engine.generation import measure_samples
+from tubelet.jobs.generation import measure_samples
 
 runner = CliRunner()
 

@@ -161,7 +161,7 @@ def test_grad_checkpointing_with_stochastic_depth_changes_nothing():
 
 @pytest.mark.slow
 def test_a_tiny_swin3d_trains_one_epoch_and_reloads(tiny_dataset, tmp_path):
-    from tubelet.engine import jobs
+    from tubelet import jobs
     from tubelet.engine.checkpoint import load_model
 
     job = jobs.TrainJob(

@@ -28,8 +28,8 @@ def detect(
 ) -> None:
     """Find the actions in a video: segments (start, end, class, score) and a timeline PNG."""
     from tubelet.engine.checkpoint import load_model
-    from tubelet.engine.detection import detect as detect_job
-    from tubelet.engine.detection import timeline_png
+    from tubelet.jobs.detection import detect as detect_job
+    from tubelet.jobs.detection import timeline_png
 
     result = run_job(lambda: detect_job(checkpoint, video, min_score=min_score))
     _, spec = run_job(lambda: load_model(checkpoint))
@@ -50,7 +50,7 @@ def detect(
 
 def evaluate_detection(checkpoint: Path, data: Path | None, batch_size: int) -> None:
     """`tubelet eval` on a detection run: mAP at each tIoU of the run and their average."""
-    from tubelet.engine.detection import evaluate
+    from tubelet.jobs.detection import evaluate
 
     metrics = run_job(lambda: evaluate(checkpoint, data=data, batch_size=batch_size))
     table = Table(title=f"{checkpoint.name}: detection on {metrics['subset']}")
@@ -64,6 +64,6 @@ def evaluate_detection(checkpoint: Path, data: Path | None, batch_size: int) -> 
 
 def is_detection_run(checkpoint: Path) -> bool:
     """Whether `tubelet eval --checkpoint` names a detection run (then it reports mAP)."""
-    from tubelet.engine.detection import is_detection_run as check
+    from tubelet.jobs.detection import is_detection_run as check
 
     return check(checkpoint)

@@ -46,7 +46,7 @@ def extract(
     dtype: Annotated[str, typer.Option(help="Stored as float32, float16 or bfloat16.")] = "float32",
 ) -> None:
     """Extract features of every video with a model; resumable, and shardable under torchrun."""
-    from tubelet.engine.extract import extract_features
+    from tubelet.jobs.extract import extract_features
 
     folder = run_job(
         lambda: extract_features(

@@ -56,7 +56,7 @@ def flow(
     """Optical flow: `tubelet flow VIDEO --out flow.mp4` or `tubelet flow IMG1 IMG2 --out flow.png`."""
     from rich.progress import Progress
 
-    from tubelet.engine.flow import flow_image_files, flow_video, load_flow_model
+    from tubelet.jobs.flow import flow_image_files, flow_video, load_flow_model
 
     if len(inputs) not in (1, 2):
         raise typer.BadParameter(f"give one video or two images, not {len(inputs)} paths")

@@ -43,7 +43,7 @@ def generate(
     ] = True,
 ) -> None:
     """Sample clips with DDIM (and classifier-free guidance) and write them as one grid video."""
-    from tubelet.engine.generation import generate as generate_job
+    from tubelet.jobs.generation import generate as generate_job
 
     columns = (
         TextColumn("[bold]sampling"), BarColumn(bar_width=16), MofNCompleteColumn(),

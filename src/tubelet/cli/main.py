@@ -1,4 +1,4 @@
-"""The `tubelet` command: parses options, calls the jobs in `tubelet.engine`, prints tables.
+"""The `tubelet` command: parses options, calls the jobs in `tubelet.jobs`, prints tables.
 
 This module holds the classification and data commands; the other tasks' commands live in their own
 modules under `tubelet.cli`, imported at the end so they register on the same app.
@@ -100,9 +100,9 @@ def train(
 ) -> None:
     """Train a model (action recognition by default); resumes the run in --out if interrupted."""
     from tubelet.engine.distributed import launched_rank
-    from tubelet.engine.finetune import pretrained_classifier
-    from tubelet.engine.jobs import TrainJob, default_model, default_workers
-    from tubelet.engine.jobs import train as train_job
+    from tubelet.jobs import TrainJob, default_model, default_workers
+    from tubelet.jobs import train as train_job
+    from tubelet.jobs.finetune import pretrained_classifier
 
     if model is None and features is not None and task == "classification":
         model = "frame_transformer"  # the default head on cached features
@@ -163,8 +163,8 @@ def evaluate(
     """Evaluate a trained model on the val split with multi-view testing (detectors: mAP per tIoU)."""
     if run_job(lambda: detect.is_detection_run(checkpoint)):
         return detect.evaluate_detection(checkpoint, data, batch_size)
-    from tubelet.engine.jobs import default_workers
-    from tubelet.engine.jobs import evaluate as evaluate_job
+    from tubelet.jobs import default_workers
+    from tubelet.jobs.classification import evaluate as evaluate_job
 
     clips, crops = parse_views(views)
     metrics = run_job(
@@ -192,7 +192,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Classify one video with a trained model."""
-    from tubelet.engine.jobs import predict as predict_job
+    from tubelet.jobs.classification import predict as predict_job
 
     clips, crops = parse_views(views)
     top = run_job(lambda: predict_job(checkpoint, video, top_k=top_k, clips=clips, crops=crops))

@@ -60,7 +60,7 @@ def memory(
     and CPU time (all threads) are medians over --repeats steps taken in turn by the strategies.
     Ratios are to the first strategy measured.
     """
-    from tubelet.engine.memory import DEFAULT_STRATEGIES, Strategy, memory_report
+    from tubelet.jobs.memory import DEFAULT_STRATEGIES, Strategy, memory_report
 
     names = strategies or list(DEFAULT_STRATEGIES)
     parsed = run_job(lambda: [Strategy.parse(name) for name in names])

@@ -67,8 +67,8 @@ def pretrain(
     Writes a run folder like `tubelet train` (resumable) plus reconstruction.png; fine-tune it
     with `tubelet train --init RUN`.
     """
-    from tubelet.engine.jobs import TrainJob, default_workers
-    from tubelet.engine.pretrain import train as pretrain_job
+    from tubelet.jobs import TrainJob, default_workers
+    from tubelet.jobs.pretrain import train as pretrain_job
 
     job = TrainJob(
         out=out or Path("runs") / model,

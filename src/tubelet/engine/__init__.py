@@ -1,4 +1,5 @@
-"""Loops, checkpoints and run folders: the generic trainer and the jobs behind the commands."""
+"""Loops, checkpoints and run folders: the generic trainer (the jobs behind the commands are in
+`tubelet.jobs`)."""
 
 from tubelet.engine.checkpoint import load_model, save_model
 from tubelet.engine.run import RunDir, seed_everything

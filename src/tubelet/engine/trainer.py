@@ -126,7 +126,7 @@ class Trainer:
     The run folder gets `last/` (weights + trainer state, written every epoch) and `best/`. Calling
     `fit()` on a run folder that has `last/` resumes after its last finished epoch. `groups`
     replaces the default AdamW parameter groups (each may set its own "lr", which the schedule
-    scales; e.g. layer-wise decay in `tubelet.engine.finetune`).
+    scales; e.g. layer-wise decay in `tubelet.jobs.finetune`).
 
     `self.model` is the user's module (what is saved); `self.train_model` is what runs the training
     forward (the module, or its DDP wrapper). In a process group (`init_distributed()` is called

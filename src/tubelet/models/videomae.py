@@ -26,7 +26,7 @@ its folders import with `checkpoint_format="transformers"`.
 
 `width` scales encoder and decoder together (channels per head). The encoder's weights load into
 the classifier of the same size (`vit_b_16_video`, `vit_s_16_video`, `vit_t_16_video`) for
-fine-tuning: see `tubelet.engine.finetune`.
+fine-tuning: see `tubelet.jobs.finetune`.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from tubelet.data.annotations import EmptySplitError
-from tubelet.engine.pretrain import reconstruction_rows, unlabeled_records
 from tubelet.io import write_video
+from tubelet.jobs.pretrain import reconstruction_rows, unlabeled_records
 from tubelet.models import create_model
 
 

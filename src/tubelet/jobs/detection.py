@@ -35,9 +35,9 @@ from tubelet.data.untrimmed import (
     read_detection_annotations,
 )
 from tubelet.engine.checkpoint import find_checkpoint, load_model
-from tubelet.engine.jobs import TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.engine.progress import TrainProgress
 from tubelet.engine.trainer import Trainer, to_device
+from tubelet.jobs.common import TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.models import architecture_args, create_model
 from tubelet.models.actionformer import DETECTION_MODELS, WindowClassifier
 from tubelet.tasks.detection import (
@@ -48,6 +48,7 @@ from tubelet.tasks.detection import (
 )
 
 # (training subset, evaluation subset) pairs, tried in order.
+DEFAULT_MODEL = "actionformer_tiny"
 SUBSET_PAIRS = (("training", "validation"), ("Validation", "Test"), ("train", "val"))
 # The meta.json entries of a features folder that say how to make the same features again.
 FEATURE_KEYS = ("model", "model_args", "checkpoint", "level", "window", "stride", "size")
@@ -248,8 +249,8 @@ def detect(
     `min_score`, best first, in seconds."""
     import tempfile
 
-    from tubelet.engine.extract import extract_features
     from tubelet.io import VideoReader
+    from tubelet.jobs.extract import extract_features
 
     model, spec = load_model(checkpoint)
     made = spec["features"]

@@ -3,8 +3,8 @@ import shutil
 
 import pytest
 
-from tubelet.engine import jobs
-from tubelet.engine.jobs import TrainJob
+from tubelet import jobs
+from tubelet.jobs import TrainJob, classification
 
 
 def _job(out, **kw):
@@ -21,7 +21,7 @@ def test_without_data_the_built_in_dataset_is_used(tiny_dataset, tmp_path, monke
         asked.append(progress)
         return tiny_dataset
 
-    monkeypatch.setattr(jobs, "ensure_synthetic_dataset", fake_ensure)
+    monkeypatch.setattr(classification, "ensure_synthetic_dataset", fake_ensure)
     summary = jobs.train(_job(tmp_path / "run"), show_progress=False)
     assert len(asked) == 1
     config = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -39,7 +39,7 @@ def test_evaluation_refuses_data_with_other_classes(tiny_dataset, tmp_path):
     names = (other / "classes.txt").read_text().splitlines()
     (other / "classes.txt").write_text("\n".join(reversed(names)) + "\n")
     with pytest.raises(ValueError, match="do not match the model's 10 classes"):
-        jobs.evaluate(tmp_path / "run", data=other, workers=0, show_progress=False)
+        classification.evaluate(tmp_path / "run", data=other, workers=0, show_progress=False)
 
 
 def test_init_is_refused_where_no_task_uses_it(tmp_path):

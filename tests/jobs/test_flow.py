@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import tubelet.engine.flow as flow_job
-from tubelet.engine.jobs import TASKS, TrainJob, train
+import tubelet.jobs.flow as flow_job
 from tubelet.io import VideoReader, write_video
+from tubelet.jobs import TASKS, TrainJob, train
 from tubelet.models import create_model
 
 
@@ -22,7 +22,7 @@ def video(tmp_path_factory):
 
 
 def test_flow_is_a_training_task():
-    assert TASKS["flow"] == ("tubelet.engine.flow", "raft_small")
+    assert TASKS["flow"] is flow_job and flow_job.DEFAULT_MODEL == "raft_small"
     assert flow_job.frame_size(64) == (64, 96)
     assert flow_job.frame_size(112) == (112, 168)
 

@@ -4,7 +4,7 @@
 The run folder is a normal `Trainer` run (config, metrics.jsonl, summary.json, best/ and last/
 checkpoints, resume), monitoring the validation reconstruction loss (lower is better), plus
 `reconstruction.png`: a few validation clips as rows of frames, original / masked input /
-reconstruction. `tubelet train --init RUN` fine-tunes its encoder (`tubelet.engine.finetune`).
+reconstruction. `tubelet train --init RUN` fine-tunes its encoder (`tubelet.jobs.finetune`).
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ from tubelet.data import ClipSpec, VideoDataset, VideoRecord, build_loader, read
 from tubelet.data.annotations import VIDEO_SUFFIXES, EmptySplitError
 from tubelet.data.synthetic import ensure_synthetic_dataset
 from tubelet.data.transforms import EvalTransform, TrainTransform
-from tubelet.engine.jobs import Progress, TrainJob, check_same_run, jsonable, runtime_config
 from tubelet.engine.run import RunDir, seed_everything, versions
 from tubelet.engine.trainer import OptimConfig, Trainer
+from tubelet.jobs.common import Progress, TrainJob, check_same_run, jsonable, runtime_config
 from tubelet.models import architecture_args, create_model
 from tubelet.models.videomae import CLASSIFIER_OF, VideoMAEPretrain
 from tubelet.nn.masking import patchify, unpatchify
 from tubelet.tasks.masked_video import MaskedVideoTask
 
+DEFAULT_MODEL = "videomae_pretrain_s"
 PNG_NAME = "reconstruction.png"
 
 

@@ -27,9 +27,9 @@ from tubelet.data.loader import names_a_direction
 from tubelet.data.synthetic import ensure_synthetic_dataset
 from tubelet.data.transforms import EvalTransform, TrainTransform, normalize
 from tubelet.engine.checkpoint import SPEC, WEIGHTS, find_checkpoint, load_model
-from tubelet.engine.jobs import TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.engine.trainer import Trainer
 from tubelet.io import write_video
+from tubelet.jobs.common import TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.models import architecture_args, create_model
 from tubelet.tasks.generation import (
     DDIMSampler,
@@ -42,6 +42,7 @@ from tubelet.tasks.generation import (
 )
 
 # Diffusion settings read from the job's model arguments (`-m KEY=VALUE`), with their defaults.
+DEFAULT_MODEL = "video_unet"
 DIFFUSION_DEFAULTS: dict[str, Any] = {
     "prediction": "v",
     "schedule": "cosine",

@@ -28,14 +28,15 @@ from torch.utils.data import DataLoader
 from tubelet.convert import load_state_dict_strict
 from tubelet.data.flow import SyntheticFlowConfig, SyntheticFlowDataset, flow_folder_dataset
 from tubelet.engine.checkpoint import find_checkpoint, load_model
-from tubelet.engine.jobs import TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.engine.trainer import Trainer
 from tubelet.io import VideoReader
 from tubelet.io.flow import flow_to_image
+from tubelet.jobs.common import TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.models import architecture_args, create_model, list_models, model_kind
 from tubelet.models.raft import forward_interpolate
 from tubelet.tasks.flow import FlowTask, pad_to_multiple, unpad
 
+DEFAULT_MODEL = "raft_small"
 SYNTHETIC_TRAIN_PAIRS = 256  # per epoch (new scenes every epoch): --epochs sets the budget
 SYNTHETIC_VAL_PAIRS = 100  # held out: drawn from another seed, the same every epoch
 HELD_OUT_SEED = 1_000_000  # added to the run's seed for the validation pairs

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
+from tubelet import jobs
 from tubelet.data.features import FeatureWriter
-from tubelet.engine import jobs
 from tubelet.engine.checkpoint import load_model
-from tubelet.engine.jobs import TrainJob
+from tubelet.jobs import TrainJob
 
 CLASSES = ["forward", "backward"]
 

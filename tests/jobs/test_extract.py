@@ -9,9 +9,9 @@ import torch
 from tubelet.data.annotations import read_annotations
 from tubelet.data.features import FeatureStore
 from tubelet.data.transforms import EvalTransform
-from tubelet.engine import extract
-from tubelet.engine.extract import extract_features, window_starts
 from tubelet.io import VideoReader
+from tubelet.jobs import extract
+from tubelet.jobs.extract import extract_features, window_starts
 from tubelet.models import create_model
 
 FRAME2D = {"model": "frame2d_resnet18", "model_args": {"width": 4}, "size": 32}

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 
 from tubelet.data.features import FeatureDataset, FeatureStore, collate_features
 from tubelet.data.loader import ShuffleSampler
-from tubelet.engine.jobs import TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.engine.trainer import Trainer
+from tubelet.jobs.common import TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.models import architecture_args, create_model
 from tubelet.models.temporal import SequenceClassifier
 from tubelet.tasks.features import FeatureClassificationTask

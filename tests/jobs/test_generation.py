@@ -6,7 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tubelet.engine.generation import (
+from tubelet.io import VideoReader
+from tubelet.jobs import TrainJob, check_task, default_model
+from tubelet.jobs.generation import (
     DIFFUSION_DEFAULTS,
     generate,
     grid,
@@ -15,8 +17,6 @@ from tubelet.engine.generation import (
     to_uint8,
     train,
 )
-from tubelet.engine.jobs import TrainJob, check_task, default_model
-from tubelet.io import VideoReader
 
 TINY_UNET = {"base_channels": 8, "channel_mults": [1, 2], "attention_levels": [False, True],
              "num_heads": 2}  # fmt: skip

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tubelet.engine.checkpoint import save_model
-from tubelet.engine.finetune import (
+from tubelet.jobs.finetune import (
     LAYER_DECAY,
     init_from_pretraining,
     init_model_args,

@@ -5,7 +5,8 @@ import pytest
 from detection_data import make_detection_data
 from PIL import Image
 
-from tubelet.engine.detection import (
+from tubelet.jobs import TrainJob
+from tubelet.jobs.detection import (
     detect,
     evaluate,
     is_detection_run,
@@ -14,7 +15,6 @@ from tubelet.engine.detection import (
     timeline_png,
     train,
 )
-from tubelet.engine.jobs import TrainJob
 from tubelet.tasks.detection import THUMOS14_TIOUS
 
 TINY = {"dim": 16, "num_heads": 2, "levels": 3}

@@ -6,7 +6,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from tubelet.cli.main import app
-from tubelet.engine.memory import (
+from tubelet.jobs.memory import (
     Strategy,
     all_combinations,
     fake_step_bytes,

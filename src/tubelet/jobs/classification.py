@@ -1,0 +1,145 @@
+"""The classification job: train, evaluate and predict action recognition (`tubelet train`,
+`tubelet eval`, `tubelet predict`).
+
+Each job wires the layers (data -> models -> tasks -> trainer) from plain settings, so the command
+line only parses options and prints what comes back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tubelet.data import ClipSpec, build_dataset, build_loader
+from tubelet.data.sampling import temporal_views
+from tubelet.data.synthetic import ensure_synthetic_dataset
+from tubelet.data.transforms import EvalTransform
+from tubelet.engine.checkpoint import find_checkpoint, load_model
+from tubelet.engine.progress import TrainProgress
+from tubelet.engine.trainer import Trainer, evaluate_loader
+from tubelet.io import VideoReader
+from tubelet.jobs.common import Progress, TrainJob, jsonable, open_run, optim_config, runtime_config
+from tubelet.jobs.finetune import finetune_groups, init_model_args
+from tubelet.models import architecture_args, create_model
+from tubelet.tasks import ClassificationTask
+
+DEFAULT_MODEL = "r2plus1d_18"
+
+
+def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None = None) -> dict:
+    """Train (or resume) an action-recognition run in `job.out`; return its summary.
+
+    A run folder that holds a run with other settings is refused (only `epochs` may grow); one that
+    finished all its epochs returns its summary without training.
+    """
+    data_root = Path(job.data) if job.data else ensure_synthetic_dataset(progress=on_data)
+    run = open_run(job, {**jsonable(job), "data": str(data_root)})
+
+    clip = ClipSpec(frames=job.frames, sampling=job.sampling, stride=job.stride)
+    common = {"clip": clip, "size": job.size, "bad_files": job.bad_files, "seed": job.seed}
+    train_set, annotations = build_dataset(data_root, "train", train=True, flip=job.flip, **common)
+    val_set, _ = build_dataset(data_root, "val", train=False, **common)
+    num_classes = len(annotations.classes)
+    model_args = {**job.model_args, "num_classes": num_classes}
+    if job.init:  # the encoder's shape comes from the pre-training run
+        model_args = {**init_model_args(job.init, job.model), **model_args}
+    model = create_model(job.model, **model_args)
+    groups = None
+    if job.init:  # its weights, a new head, layer-wise learning-rate decay
+        groups = finetune_groups(model, job.init, lr=job.lr, weight_decay=job.weight_decay)
+    spec = {
+        "model": job.model,
+        "model_args": architecture_args(job.model, model_args),
+        "classes": list(annotations.classes),
+        "reversal_pairs": [list(p) for p in annotations.reversal_pairs],
+        "clip": dataclasses.asdict(clip),
+        "size": job.size,
+        "data": str(data_root),
+    }
+    task = ClassificationTask(num_classes, job.label_smoothing, annotations.reversal_pairs)
+    loaders = {
+        "train_loader": build_loader(
+            train_set, batch_size=job.batch_size, train=True, num_workers=job.workers, seed=job.seed
+        ),
+        "val_loader": build_loader(
+            val_set, batch_size=job.batch_size, train=False, num_workers=job.workers, seed=job.seed
+        ),
+    }
+    optim = optim_config(job)
+    trainer = Trainer(
+        model, task, config=optim, run=run, spec=spec, show_progress=show_progress,
+        runtime=runtime_config(job), groups=groups, **loaders,
+    )  # fmt: skip
+    return trainer.fit()
+
+
+def evaluate(
+    checkpoint: Path,
+    *,
+    data: Path | None = None,
+    clips: int = 1,
+    crops: int = 1,
+    batch_size: int = 8,
+    workers: int = 1,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Multi-view evaluation (clips x crops per video) of a saved model on a data set's val split.
+
+    The metrics are also written to `eval-{clips}x{crops}.json` in the run folder.
+    """
+    model, spec = load_model(checkpoint)
+    root = Path(data or spec["data"])
+    clip = ClipSpec(**spec["clip"])
+    dataset, annotations = build_dataset(
+        root, "val", clip=clip, size=spec["size"], train=False, num_clips=clips, crops=crops,
+        bad_files="skip",
+    )  # fmt: skip
+    if list(annotations.classes) != spec["classes"]:
+        raise ValueError(
+            f"the classes of {root} do not match the model's {len(spec['classes'])} classes; "
+            "evaluate on the data set it was trained on (or one with the same classes.txt)"
+        )
+    task = ClassificationTask(len(spec["classes"]), reversal_pairs=annotations.reversal_pairs)
+    loader = build_loader(dataset, batch_size=batch_size, train=False, num_workers=workers)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bad_files: dict[str, dict[str, str]] = {}
+    with TrainProgress(enabled=show_progress) as progress:
+        metrics = evaluate_loader(
+            model.to(device), task, loader, device=device, progress=progress, bad_files=bad_files
+        )
+    metrics["views"] = f"{clips}x{crops}"
+    metrics["bad_files"] = [{"path": p, **i} for p, i in sorted(bad_files.items())]
+    run_root = find_checkpoint(checkpoint).parent
+    if (run_root / "config.json").is_file():
+        (run_root / f"eval-{clips}x{crops}.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def predict(
+    checkpoint: Path, video: Path, *, top_k: int = 5, clips: int = 1, crops: int = 1
+) -> list[dict[str, Any]]:
+    """The `top_k` classes of one video file with their probabilities (views averaged)."""
+    model, spec = load_model(checkpoint)
+    model.eval()
+    clip = ClipSpec(**spec["clip"])
+    transform = EvalTransform(size=spec["size"], crops=crops)
+
+    with VideoReader(video) as reader:
+        views = temporal_views(
+            reader.num_frames, reader.fps, clips, sampling=clip.sampling, clip_len=clip.frames,
+            stride=clip.stride,
+        )  # fmt: skip
+        frames = reader.get_frames([i for v in views for i in v.indices]).data
+    frames = frames.view(len(views), clip.frames, *frames.shape[1:])  # (V_t, T, H, W, 3)
+    batch = torch.cat([transform(c) for c in frames])  # (V, C, T, S, S)
+    with torch.no_grad():
+        probs = model(batch).softmax(-1).mean(0)  # (K,)
+    top = probs.topk(min(top_k, len(probs)))
+    return [
+        {"class": spec["classes"][i], "index": i, "probability": p}
+        for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    ]

@@ -1,0 +1,107 @@
+"""What every task's job shares: the settings of a training run and the run-folder plumbing."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tubelet.engine.run import RunDir, seed_everything, versions
+from tubelet.engine.trainer import OptimConfig, RuntimeConfig
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything `tubelet train` needs. `data=None` trains on the built-in synthetic dataset.
+
+    `task` picks the job (see `tubelet.jobs.TASKS`); the fields a task has no use for are ignored.
+    """
+
+    out: Path
+    task: str = "classification"
+    data: Path | None = None
+    model: str = "r2plus1d_18"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    init: Path | None = None  # a pretrain run whose encoder starts fine-tuning; a flow run (flow)
+    features: Path | None = None  # a `tubelet extract` folder: train a temporal head on it
+    frames: int = 8
+    sampling: str = "uniform"
+    stride: int = 2
+    size: int = 112
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    accumulate: int = 1
+    precision: str = "fp32"
+    label_smoothing: float = 0.1
+    flip: bool | None = None
+    bad_files: str = "resample"
+    workers: int = 1
+    seed: int = 0
+    grad_checkpointing: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    fsdp: bool = False
+
+
+# Switches that change memory, speed or devices but not what is learnt: a run may resume with others.
+RUNTIME_FIELDS = ("grad_checkpointing", "channels_last", "compile", "fsdp")
+
+
+def runtime_config(job: TrainJob) -> RuntimeConfig:
+    """The trainer's runtime switches from a job (every task's `train` passes it to `Trainer`)."""
+    return RuntimeConfig(
+        grad_checkpointing=job.grad_checkpointing, channels_last=job.channels_last,
+        compile=job.compile, parallel="fsdp" if job.fsdp else "ddp",
+    )  # fmt: skip
+
+
+def default_workers() -> int:
+    """Decoding workers: one per core beyond the one that runs the model, at least one."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def jsonable(job: Any) -> dict[str, Any]:
+    """A job dataclass as JSON-ready values (paths as strings)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(job).items()}
+
+
+def open_run(job: TrainJob, config: dict[str, Any]) -> RunDir:
+    """The run folder of `job` with `config` (its settings as JSON, plus what the task adds) and the
+    library versions written in it; seeds everything. A folder that holds a run with other settings
+    is refused (`check_same_run`)."""
+    run = RunDir(Path(job.out))
+    config = {**config, "versions": versions()}
+    previous = run.read_config()
+    if previous is not None:
+        check_same_run(previous, config, run.root)
+    run.write_config(config)
+    seed_everything(job.seed)
+    return run
+
+
+def optim_config(job: TrainJob) -> OptimConfig:
+    """The optimisation settings of `job`: AdamW with warm-up and cosine decay over its epochs."""
+    return OptimConfig(
+        epochs=job.epochs, lr=job.lr, weight_decay=job.weight_decay,
+        warmup_epochs=job.warmup_epochs, accumulate=job.accumulate, precision=job.precision,
+    )  # fmt: skip
+
+
+def check_same_run(previous: dict[str, Any], config: dict[str, Any], root: Path) -> None:
+    """Refuse to resume a run folder whose saved settings differ from `config` (but for epochs)."""
+    ignore = {"epochs", "versions", "workers", "out", *RUNTIME_FIELDS}
+    differs = sorted(k for k in config if k not in ignore and previous.get(k) != config[k])
+    if differs:
+        changes = ", ".join(f"{k}: {previous.get(k)!r} -> {config[k]!r}" for k in differs)
+        raise ValueError(
+            f"{root} already holds a run with other settings ({changes}); "
+            "pass another --out, or delete the folder to start over"
+        )
