@@ -15,11 +15,18 @@ CLIP = (1, 3, 4, 32, 32)
 FRAMES = {"s3d": 5}
 # Models whose head reads the class token, index 0 of (B, D, 1 + T*N) token features.
 CLASS_TOKEN = {"timesformer_base", "timesformer_small", "frame2d_transformer"}
+# Models whose head pools the tokens with learned attention, not their mean.
+ATTENTIVE = {"vjepa2_vitl", "vjepa2_vith", "vjepa2_vitg"}
+# Builder arguments of a tiny model besides width 8 (`width` = channels of ViTs with rotary
+# positions, which need heads of at least 6 channels).
+TINY = dict.fromkeys(["vjepa2_vitl", "vjepa2_vith", "vjepa2_vitg"], {"num_heads": 2, "depth": 2})
+TINY_WIDTH = dict.fromkeys(["vjepa2_vitl", "vjepa2_vith", "vjepa2_vitg"], 12)
 
 
-def tiny(name: str, **kwargs) -> torch.nn.Module:
+def tiny(name: str, width: int | None = None, **kwargs) -> torch.nn.Module:
     torch.manual_seed(0)
-    return create_model(name, num_classes=5, width=8, **kwargs)
+    width = width or TINY_WIDTH.get(name, 8)
+    return create_model(name, num_classes=5, width=width, **{**TINY.get(name, {}), **kwargs})
 
 
 def clip(shape=CLIP, seed: int = 0, name: str = "") -> torch.Tensor:
@@ -57,6 +64,8 @@ def test_forward_shapes_and_head_split(name):
     assert pooled.shape == (1, model.num_features)
     if name in CLASS_TOKEN:
         assert feats.ndim == 3 and torch.equal(pooled, feats[:, :, 0])
+    elif name in ATTENTIVE:
+        assert feats.ndim == 5 and not torch.allclose(pooled, feats.mean(dim=(2, 3, 4)))
     else:
         assert feats.ndim == 5 and torch.allclose(pooled, feats.mean(dim=(2, 3, 4)))
     assert torch.isfinite(logits).all()
@@ -64,7 +73,8 @@ def test_forward_shapes_and_head_split(name):
 
 @pytest.mark.parametrize("name", list_models("video"))
 def test_width_scales_channels(name):
-    assert create_model(name, width=16).num_features == 2 * tiny(name).num_features
+    small = tiny(name)
+    assert tiny(name, width=2 * TINY_WIDTH.get(name, 8)).num_features == 2 * small.num_features
 
 
 @pytest.mark.parametrize("name", list_models("video"))

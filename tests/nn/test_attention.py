@@ -91,3 +91,38 @@ def test_attention_cost_rejects_empty_sizes(args, match) -> None:
         attention_cost(*args)
     with pytest.raises(ValueError, match="window"):
         attention_cost(2, 3, 4, window=(2, 0, 7))
+
+
+def test_softcapped_attention_bounds_scores_and_is_plain_attention_for_a_large_cap():
+    from tubelet.nn.attention import softcapped_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 4) for _ in range(3))
+    mask = torch.rand(2, 1, 5, 5) > 0.3
+    mask[..., 0] = True  # every query keeps one key
+    plain = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(softcapped_attention(q, k, v, 1e6, mask=mask), plain)
+    capped = softcapped_attention(q * 100, k, v, 1.0)  # scores in (-1, 1): weights within e^2
+    expected = torch.softmax(torch.tanh(q * 100 @ k.transpose(-2, -1) / 2), -1) @ v
+    torch.testing.assert_close(capped, expected)
+    attn = Attention(12, 3, softcap=1e6).eval()
+    x = torch.randn(2, 5, 12)
+    reference = Attention(12, 3).eval()
+    reference.load_state_dict(attn.state_dict())
+    torch.testing.assert_close(attn(x), reference(x))
+
+
+def test_cross_attention_equals_its_formula():
+    from tubelet.nn.attention import CrossAttention
+
+    torch.manual_seed(0)
+    attn = CrossAttention(8, 2, inner_dim=12, out_proj=False)
+    queries, tokens = torch.randn(2, 1, 8), torch.randn(2, 7, 8)
+    gain = torch.rand(6) + 0.5
+    q = attn.q(queries).view(2, 1, 2, 6).transpose(1, 2) * gain
+    k = attn.k(tokens).view(2, 7, 2, 6).transpose(1, 2)
+    v = attn.v(tokens).view(2, 7, 2, 6).transpose(1, 2)
+    expected = (
+        (torch.softmax(q @ k.transpose(-2, -1) * 0.5, -1) @ v).transpose(1, 2).reshape(2, 1, 12)
+    )
+    torch.testing.assert_close(attn(queries, tokens, scale=0.5, query_gain=gain), expected)

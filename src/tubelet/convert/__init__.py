@@ -9,8 +9,10 @@ also registers an architecture reader `(model_name, path) -> builder arguments`;
 `create_model` builds the model from those before loading.
 
 A format may also name checkpoint tensors that carry nothing the model computes with (a drop rule
-`(model_name, key) -> reason or None`): they are left out before conversion, and the
-`ImportReport` that `load_checkpoint` returns (and logs) names each one with its reason.
+`(model_name, key) -> reason or None`): they are left out before conversion. And it may name model
+tensors that a checkpoint may lack and that then keep their initialisation (a fresh rule
+`(model_name, model_key, converted_keys) -> reason or None`: a new head on a backbone-only folder).
+The `ImportReport` that `load_checkpoint` returns (and logs) names each such key with its reason.
 """
 
 from __future__ import annotations
@@ -28,45 +30,54 @@ from torch import nn
 Converter = Callable[[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 ArchitectureReader = Callable[[str, Path], dict[str, Any]]
 DropRule = Callable[[str, str], str | None]
+FreshRule = Callable[[str, str, frozenset[str]], str | None]
 _FORMATS: dict[str, Converter] = {}
 _ARCHITECTURES: dict[str, ArchitectureReader] = {}
 _DROP_RULES: dict[str, DropRule] = {}
+_FRESH_RULES: dict[str, FreshRule] = {}
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What `load_checkpoint` did: tensors loaded, and each checkpoint key left out with why."""
+    """What `load_checkpoint` did: tensors loaded, each checkpoint key left out (`dropped`) and
+    each model key left at its initialisation (`initialised`), with why."""
 
     source: str
     checkpoint_format: str
     loaded: int
     dropped: dict[str, str] = field(default_factory=dict)
+    initialised: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         line = (
             f"imported {self.loaded} tensors from {self.source} ({self.checkpoint_format} format)"
         )
-        if not self.dropped:
-            return line
-        by_reason: dict[str, list[str]] = {}
-        for key, reason in self.dropped.items():
-            by_reason.setdefault(reason, []).append(key)
-        parts = [
-            f"dropped {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}): {why}"
-            for why, keys in by_reason.items()
-        ]
-        return "; ".join([line, *parts])
+        parts = [line]
+        for verb, keys_why in (("dropped", self.dropped), ("initialised", self.initialised)):
+            by_reason: dict[str, list[str]] = {}
+            for key, reason in keys_why.items():
+                by_reason.setdefault(reason, []).append(key)
+            parts += [
+                f"{verb} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}): {why}"
+                for why, keys in by_reason.items()
+            ]
+        return "; ".join(parts)
 
 
-def register_format(name: str, *, drop: DropRule | None = None) -> Callable[[Converter], Converter]:
+def register_format(
+    name: str, *, drop: DropRule | None = None, fresh: FreshRule | None = None
+) -> Callable[[Converter], Converter]:
     """Register a converter under a format name (`@register_format("torchvision")`); `drop`
-    names the checkpoint keys to leave out, with the reason the report gives."""
+    names the checkpoint keys to leave out and `fresh` the model keys a checkpoint may lack, each
+    with the reason the report gives."""
 
     def wrap(fn: Converter) -> Converter:
         _FORMATS[name] = fn
         if drop is not None:
             _DROP_RULES[name] = drop
+        if fresh is not None:
+            _FRESH_RULES[name] = fresh
         return fn
 
     return wrap
@@ -155,18 +166,28 @@ def load_checkpoint(
 ) -> ImportReport:
     """Import the checkpoint at `path`, written in `checkpoint_format`, into `model` (named `name`).
 
-    Returns (and logs) the report: how many tensors were loaded and which keys the format's drop
-    rule left out, and why. Anything else that does not fit is refused.
+    Returns (and logs) the report: how many tensors were loaded, which keys the format's drop rule
+    left out and which model keys its fresh rule left at their initialisation, and why. Anything
+    else that does not fit is refused.
     """
     fmt = checkpoint_format or "tubelet"
     if fmt not in _FORMATS:
         raise ValueError(f"unknown checkpoint_format {fmt!r}; known formats: {list_formats()}")
     state = read_state_dict(path)
-    rule = _DROP_RULES.get(fmt)
-    dropped = {k: why for k in state if rule is not None and (why := rule(name, k)) is not None}
+    drop = _DROP_RULES.get(fmt)
+    dropped = {k: why for k in state if drop is not None and (why := drop(name, k)) is not None}
     state = _FORMATS[fmt](name, {k: v for k, v in state.items() if k not in dropped})
-    load_state_dict_strict(model, state, f"{path} ({fmt} format)")
-    report = ImportReport(str(path), fmt, len(state), dropped)
+    own = model.state_dict()
+    fresh, have = _FRESH_RULES.get(fmt), frozenset(state)
+    initialised = {
+        k: why
+        for k in own
+        if k not in state and fresh is not None and (why := fresh(name, k, have)) is not None
+    }
+    load_state_dict_strict(
+        model, {**state, **{k: own[k] for k in initialised}}, f"{path} ({fmt} format)"
+    )
+    report = ImportReport(str(path), fmt, len(state), dropped, initialised)
     logger.info("%s", report)
     return report
 

@@ -57,7 +57,21 @@ def dropped_key(name: str, key: str) -> str | None:
     return rule(key) if rule else None
 
 
-@register_format("transformers", drop=dropped_key)
+# tubelet model name -> the key prefixes of its head (new when a folder holds only the backbone).
+HEAD_PREFIXES: dict[str, tuple[str, ...]] = {}
+
+
+def fresh_key(name: str, key: str, converted: frozenset[str]) -> str | None:
+    """Model keys of the probe head, kept at their initialisation when the folder holds the
+    backbone alone (a `VJEPA2Model` or `VideoPrismVisionModel`)."""
+    if name not in HEAD_PREFIXES or not key.startswith(HEAD_PREFIXES[name]):
+        return None
+    if any(k.startswith(HEAD_PREFIXES[name]) for k in converted):
+        return None  # the folder has a head: every one of its keys must be there
+    return "the folder holds the backbone only; the probe head starts from its initialisation"
+
+
+@register_format("transformers", drop=dropped_key, fresh=fresh_key)
 def from_transformers(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map a Hugging Face state dict onto the keys of tubelet model `name`."""
     _supported(name)
@@ -350,3 +364,111 @@ DROPS.update(dict.fromkeys(VIT_VIDEO_MODELS + VIDEOMAE_PRETRAIN_MODELS, _videoma
 CONFIG_READERS.update(dict.fromkeys(VIT_VIDEO_MODELS, _vit_video_args))
 CONFIG_READERS.update(dict.fromkeys(VIDEOMAE_PRETRAIN_MODELS, _videomae_pretrain_args))
 CONVERTERS.update(dict.fromkeys(VIT_VIDEO_MODELS + VIDEOMAE_PRETRAIN_MODELS, _convert_videomae))
+
+
+# -- V-JEPA 2: `VJEPA2Model` / `VJEPA2ForVideoClassification` -> `vjepa2_*` (tubelet.models.vjepa2)
+# VJEPA2Config's defaults, for the keys a config.json leaves out.
+_VJEPA2_DEFAULTS: dict[str, Any] = {
+    "patch_size": 16, "crop_size": 256, "frames_per_clip": 64, "tubelet_size": 2,
+    "hidden_size": 1024, "in_chans": 3, "num_attention_heads": 16, "num_hidden_layers": 24,
+    "mlp_ratio": 4.0, "layer_norm_eps": 1e-6, "qkv_bias": True, "hidden_act": "gelu",
+    "num_pooler_layers": 3,
+}  # fmt: skip
+_VJEPA2_BLOCK = {"attention.proj": "attn.proj"}  # norm1, norm2, mlp.fc1, mlp.fc2 keep their names
+_VJEPA2_POOLER = {
+    "cross_attention_layer.layer_norm1": "cross_block.norm1",
+    "cross_attention_layer.layer_norm2": "cross_block.norm2",
+    "cross_attention_layer.cross_attn.q_proj": "cross_block.attn.q",
+    "cross_attention_layer.cross_attn.k_proj": "cross_block.attn.k",
+    "cross_attention_layer.cross_attn.v_proj": "cross_block.attn.v",
+    "cross_attention_layer.mlp": "cross_block.mlp",
+}
+_VJEPA2_MODULES = {
+    "encoder.embeddings.patch_embeddings.proj": "patch_embed.proj",
+    "encoder.layernorm": "norm",
+    "classifier": "fc",
+}
+
+
+def _vjepa2_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A `VJEPA2Config` dict -> `vjepa2_*` builder arguments (the probe head is attentive)."""
+    if config.get("model_type") != "vjepa2":
+        raise ValueError(
+            f"config.json describes a {config.get('model_type')!r} model, not V-JEPA 2; pass the "
+            "folder of a VJEPA2Model or VJEPA2ForVideoClassification save_pretrained()"
+        )
+    c = {**_VJEPA2_DEFAULTS, **config}
+    if c["hidden_act"] != "gelu":
+        raise ValueError(f"config.json hidden_act={c['hidden_act']!r}: only 'gelu' is supported")
+    args = {
+        "width": int(c["hidden_size"]),
+        "depth": int(c["num_hidden_layers"]),
+        "num_heads": int(c["num_attention_heads"]),
+        "mlp_ratio": float(c["mlp_ratio"]),
+        "tubelet_size": int(c["tubelet_size"]),
+        "patch_size": _square(c, "patch_size"),
+        "in_chans": int(c["in_chans"]),
+        "qkv_bias": bool(c["qkv_bias"]),
+        "norm_eps": float(c["layer_norm_eps"]),
+        "head": "attentive",
+        "num_pooler_layers": int(c["num_pooler_layers"]),
+    }
+    if "VJEPA2ForVideoClassification" in (c.get("architectures") or []):
+        labels = c.get("id2label")
+        args["num_classes"] = len(labels) if labels else int(c.get("num_labels", 2))
+    return args
+
+
+def _merge_qkv(
+    parts: dict[str, torch.Tensor], names: tuple[str, str, str], leaf: str
+) -> torch.Tensor:
+    return torch.cat([parts.pop(f"{n}.{leaf}") for n in names])
+
+
+def _convert_vjepa2(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face V-JEPA 2 keys -> tubelet keys: query/key/value (and the pooler's q/k/v_proj
+    of its self-attention blocks) become one `qkv`; unknown keys stay for the strict load."""
+    state = {k.removeprefix("vjepa2."): v for k, v in state.items()}
+    out: dict[str, torch.Tensor] = {}
+    groups = (
+        ("encoder.layer.", "blocks.", ("attention.query", "attention.key", "attention.value")),
+        ("pooler.self_attention_layers.", "pooler.blocks.",
+         ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+    )  # fmt: skip
+    for hf_prefix, prefix, qkv in groups:
+        layers: dict[str, dict[str, torch.Tensor]] = {}
+        for key in [k for k in state if k.startswith(hf_prefix)]:
+            index, _, rest = key.removeprefix(hf_prefix).partition(".")
+            layers.setdefault(index, {})[rest] = state.pop(key)
+        for index, parts in layers.items():
+            for leaf in ("weight", "bias"):
+                if all(f"{n}.{leaf}" in parts for n in qkv):
+                    out[f"{prefix}{index}.attn.qkv.{leaf}"] = _merge_qkv(parts, qkv, leaf)
+            for rest, value in parts.items():
+                module, _, leaf = rest.rpartition(".")
+                module = {"self_attn.out_proj": "attn.proj", "layer_norm1": "norm1",
+                          "layer_norm2": "norm2", **_VJEPA2_BLOCK}.get(module, module)  # fmt: skip
+                out[f"{prefix}{index}.{module}.{leaf}"] = value
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        if module.startswith("pooler."):
+            inner = module.removeprefix("pooler.")
+            for old, new in _VJEPA2_POOLER.items():
+                if inner.startswith(old):
+                    module = f"pooler.{new}{inner.removeprefix(old)}"
+                    break
+        out[f"{_VJEPA2_MODULES.get(module, module)}.{leaf}".lstrip(".")] = value
+    return out
+
+
+def _vjepa2_drop(key: str) -> str | None:
+    if key.removeprefix("vjepa2.").startswith("predictor."):
+        return "V-JEPA 2's predictor: used in pre-training only, not by the encoder"
+    return None
+
+
+VJEPA2_MODELS = ("vjepa2_vitl", "vjepa2_vith", "vjepa2_vitg")
+CONFIG_READERS.update(dict.fromkeys(VJEPA2_MODELS, _vjepa2_config))
+CONVERTERS.update(dict.fromkeys(VJEPA2_MODELS, _convert_vjepa2))
+DROPS.update(dict.fromkeys(VJEPA2_MODELS, _vjepa2_drop))
+HEAD_PREFIXES.update(dict.fromkeys(VJEPA2_MODELS, ("pooler.", "fc.")))

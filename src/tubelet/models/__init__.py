@@ -25,6 +25,7 @@ from tubelet.models import (
     video_unet,  # noqa: F401
     videomae,  # noqa: F401
     vit_video,  # noqa: F401
+    vjepa2,  # noqa: F401
 )
 from tubelet.models.registry import (
     architecture_args,

@@ -8,6 +8,7 @@ same tokens, laid out as (B, T, N, D) (T frames of N patches each):
 - `temporal_attention`: each patch position attends across the T frames;
 - `spatial_attention`: each frame's N patches attend to each other.
 
+`CrossAttention` lets a few query tokens attend to many (attentive pooling).
 `attention_cost` counts what each grouping (and windowed attention) costs for given T, N and width.
 """
 
@@ -22,13 +23,19 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from tubelet.nn.rope import apply_rope
+
 
 class Attention(nn.Module):
     """Multi-head self-attention: one `qkv` projection, scaled dot product, one output `proj`.
 
-    `forward(x, mask=None)` takes tokens (B, L, D) and an optional mask broadcastable to
+    `forward(x, mask=None, rope=None)` takes tokens (B, L, D), an optional mask broadcastable to
     (B, heads, L, L): boolean (True = may attend) or additive float (such as a relative position
-    bias, or -inf / -100 between tokens of different shifted windows).
+    bias, or -inf / -100 between tokens of different shifted windows), and optional rotary tables
+    `(cos, sin)` that `tubelet.nn.rope.apply_rope` applies to queries and keys (V-JEPA 2).
+
+    `softcap` bounds the scores as `softcap * tanh(s / softcap)` before the softmax (VideoPrism,
+    as Gemma 2); the fused kernel has no such step, so those layers compute the scores explicitly.
     """
 
     def __init__(
@@ -39,6 +46,7 @@ class Attention(nn.Module):
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        softcap: float | None = None,
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -47,17 +55,95 @@ class Attention(nn.Module):
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.attn_drop = attn_drop
+        self.softcap = softcap
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         q, k, v = rearrange(self.qkv(x), "b l (s h d) -> s b h l d", s=3, h=self.num_heads)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if mask is not None and mask.dtype != torch.bool:
             mask = mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0
-        )
+        dropout = self.attn_drop if self.training else 0.0
+        if self.softcap is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        else:
+            out = softcapped_attention(q, k, v, self.softcap, mask=mask, dropout_p=dropout)
         return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))
+
+
+def softcapped_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    softcap: float,
+    *,
+    mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """softmax(cap * tanh(q k^T * scale / cap) [+ mask]) v on (B, heads, L, d); `mask` as in SDPA."""
+    scores = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    scores = softcap * torch.tanh(scores / softcap)  # (B, heads, Lq, Lk)
+    if mask is not None:
+        scores = (
+            scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        )
+    weights = F.dropout(scores.softmax(dim=-1), p=dropout_p)
+    return weights @ v  # (B, heads, Lq, d)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of `queries` (B, Q, D) over `tokens` (B, L, D): projections `q`, `k`,
+    `v` to `inner_dim` (default D) and `proj` back to D (an identity when `out_proj=False`, as in
+    V-JEPA 2's pooler).
+
+    `forward(queries, tokens, scale=None, query_gain=None)`: scores are (q * query_gain) . k * scale
+    (`scale` defaults to head_dim^-0.5; `query_gain` (head_dim,) is a learned per-channel factor,
+    VideoPrism's `per_dim_scale`).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        inner_dim: int | None = None,
+        qkv_bias: bool = True,
+        out_proj: bool = True,
+    ) -> None:
+        super().__init__()
+        inner = inner_dim or dim
+        if inner % num_heads:
+            raise ValueError(f"inner dim {inner} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = inner // num_heads
+        self.q = nn.Linear(dim, inner, bias=qkv_bias)
+        self.k = nn.Linear(dim, inner, bias=qkv_bias)
+        self.v = nn.Linear(dim, inner, bias=qkv_bias)
+        self.proj = nn.Linear(inner, dim) if out_proj else nn.Identity()
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        tokens: torch.Tensor,
+        scale: float | None = None,
+        query_gain: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        heads = self.num_heads
+        q = rearrange(self.q(queries), "b q (h d) -> b h q d", h=heads)  # (B, heads, Q, d)
+        if query_gain is not None:
+            q = q * query_gain
+        k = rearrange(self.k(tokens), "b l (h d) -> b h l d", h=heads)  # (B, heads, L, d)
+        v = rearrange(self.v(tokens), "b l (h d) -> b h l d", h=heads)
+        out = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (B, heads, Q, d)
+        return self.proj(rearrange(out, "b h q d -> b q (h d)"))
 
 
 def joint_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,242 @@
+"""V-JEPA 2's video ViT: 2x16x16 tubelets, 3D rotary positions, and its attentive probe.
+
+Assran et al., "V-JEPA 2: Self-Supervised Video Models Enable Understanding, Prediction and
+Planning" (Meta, 2025). The encoder is a plain pre-norm ViT over tubelet tokens with no added
+position table: every attention layer turns its queries and keys by each token's (frame, row,
+column) on the input's own grid (`tubelet.nn.rope`), so any frame count and size run without
+resampling anything. The frozen encoder is evaluated with an attentive probe (section 4): a few
+self-attention blocks over the tokens, then one learned query cross-attends to them, and a linear
+layer classifies the result; its layout is Hugging Face `VJEPA2ForVideoClassification`'s pooler.
+
+| name | width | depth | heads | MLP | params (encoder) |
+|---|---:|---:|---:|---:|---:|
+| `vjepa2_vitl` | 1024 | 24 | 16 | 4096 | 304M (ViT-L) |
+| `vjepa2_vith` | 1280 | 32 | 16 | 5120 | 632M (ViT-H) |
+| `vjepa2_vitg` | 1408 | 40 | 22 | 6144 | 1012M (ViT-g) |
+
+`head="attentive"` (the paper's probe) or `head="linear"` (mean of the tokens, then `fc`).
+Import: `checkpoint_format="transformers"` from a `VJEPA2Model` folder (encoder; the probe head is
+new, and the predictor, used only in pre-training, is left out) or a
+`VJEPA2ForVideoClassification` folder (encoder, pooler and classifier); config.json sets the
+architecture. Positions follow the published code (`RoPEAttention` in facebookresearch/vjepa2),
+which takes rows and columns from the input's grid; Hugging Face takes them from the config's
+`crop_size`, so the two agree whenever the input has that size (any frame count).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+from torchvision.ops import StochasticDepth
+
+from tubelet.models.base import VideoClassifier
+from tubelet.models.registry import register_model
+from tubelet.models.vit_video import Mlp, TubeletEmbed, init_vit_weights
+from tubelet.nn.attention import Attention, CrossAttention
+from tubelet.nn.masking import tube_grid
+from tubelet.nn.rope import vjepa_rope_3d
+
+HEADS = ("attentive", "linear")
+
+
+class RopeBlock(nn.Module):
+    """Pre-norm block whose attention turns queries and keys by rotary tables: (B, L, D) ->
+    (B, L, D), x + attn(norm1(x), rope), then x + mlp(norm2(x))."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop_path: float,
+        norm_eps: float,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))  # int(), as V-JEPA 2: 1408 * 48/11 = 6144
+        self.drop_path = StochasticDepth(drop_path, "row")
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), rope=(cos, sin)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PoolerBlock(nn.Module):
+    """Plain pre-norm self-attention block of the attentive pooler, on (B, L, D)."""
+
+    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float, norm_eps: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class CrossBlock(nn.Module):
+    """queries (B, Q, D) attend to normalised tokens (B, L, D) (no output projection, and the
+    queries themselves are not normalised), then a pre-norm MLP: -> (B, Q, D)."""
+
+    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float, norm_eps: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = CrossAttention(dim, num_heads, out_proj=False)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, queries: Tensor, tokens: Tensor) -> Tensor:
+        x = queries + self.attn(queries, self.norm1(tokens))
+        return x + self.mlp(self.norm2(x))
+
+
+class AttentivePooler(nn.Module):
+    """Tokens (B, L, D) -> one vector (B, D): `depth` self-attention blocks over the tokens, then
+    a learned query cross-attends to them (V-JEPA 2's attentive probe; Hugging Face
+    `VJEPA2AttentivePooler`, whose weights map onto these key for key)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        depth: int = 3,
+        mlp_ratio: float = 4.0,
+        norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        self.query_tokens = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList(
+            PoolerBlock(dim, num_heads, mlp_ratio=mlp_ratio, norm_eps=norm_eps)
+            for _ in range(depth)
+        )
+        self.cross_block = CrossBlock(dim, num_heads, mlp_ratio=mlp_ratio, norm_eps=norm_eps)
+        init_vit_weights(self)
+        nn.init.trunc_normal_(self.query_tokens, std=0.02)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        for block in self.blocks:
+            tokens = block(tokens)
+        queries = self.query_tokens.expand(tokens.shape[0], -1, -1)  # (B, 1, D)
+        return self.cross_block(queries, tokens)[:, 0]  # (B, D)
+
+
+class VJEPA2(VideoClassifier):
+    """V-JEPA 2 encoder with a classifier: `forward_features` gives the normalised tokens as
+    (B, D, t, h, w); `forward_head` pools them (attentive pooler or mean, by `head`) and applies
+    `fc`.
+
+    `width` = channels, `num_heads` heads of width / num_heads channels; `mlp_ratio` sets the MLP
+    width; `drop_path` is the stochastic depth of the last block (linear from 0);
+    `num_pooler_layers` self-attention blocks precede the pooler's cross-attention. A clip of fewer
+    than `tubelet_size` frames (an image) is repeated to fill one tube, as Hugging Face does.
+    Otherwise T must be divisible by `tubelet_size`, H and W by `patch_size`.
+    """
+
+    def __init__(
+        self,
+        *,
+        width: int = 1024,
+        depth: int = 24,
+        num_heads: int = 16,
+        num_classes: int = 400,
+        mlp_ratio: float = 4.0,
+        tubelet_size: int = 2,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        qkv_bias: bool = True,
+        norm_eps: float = 1e-6,
+        drop_path: float = 0.0,
+        dropout: float = 0.0,
+        head: str = "attentive",
+        num_pooler_layers: int = 3,
+    ) -> None:
+        if min(width, depth, num_heads) < 1:
+            raise ValueError(
+                f"width, depth and num_heads must be >= 1, got {width}, {depth}, {num_heads}"
+            )
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
+        super().__init__(num_features=width, num_classes=num_classes, dropout=dropout)
+        self.tubelet_size = tubelet_size
+        self.patch_size = patch_size
+        self.head_dim = width // num_heads
+        self.patch_embed = TubeletEmbed(
+            width, tubelet_size=tubelet_size, patch_size=patch_size, in_chans=in_chans
+        )
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # grows with depth
+        self.blocks = nn.ModuleList(
+            RopeBlock(
+                width,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                drop_path=rate,
+                norm_eps=norm_eps,
+            )  # fmt: skip
+            for rate in rates
+        )
+        self.norm = nn.LayerNorm(width, eps=norm_eps)
+        self.head = head
+        self.pooler = (
+            # The pooler's MLPs are 4x wide whatever the encoder's ratio (Hugging Face's layout).
+            AttentivePooler(width, num_heads, depth=num_pooler_layers, norm_eps=norm_eps)
+            if head == "attentive"
+            else None
+        )
+        init_vit_weights(self.blocks)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> normalised tokens laid out as (B, D, t, h, w)."""
+        if x.shape[2] < self.tubelet_size:
+            x = x.repeat(1, 1, self.tubelet_size, 1, 1)  # an image becomes one tube
+        t, h, w = tube_grid(x.shape, self.tubelet_size, self.patch_size)
+        tokens = self.patch_embed(x)  # (B, N, D)
+        cos, sin = vjepa_rope_3d((t, h, w), self.head_dim, device=x.device)  # (N, d) each
+        for block in self.blocks:
+            tokens = self.maybe_checkpoint(block, tokens, cos, sin)
+        tokens = self.norm(tokens)
+        return rearrange(tokens, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
+
+    def pool_features(self, feats: Tensor) -> Tensor:
+        """(B, D, t, h, w) -> (B, D): the attentive pooler's output, or the mean of the tokens."""
+        if self.pooler is None:
+            return super().pool_features(feats)
+        if feats.ndim < 3:
+            raise ValueError(
+                f"features must be (B, D, *dims), got shape {tuple(feats.shape)}; pass the output "
+                "of forward_features"
+            )
+        return self.pooler(feats.flatten(2).transpose(1, 2))  # (B, N, D) -> (B, D)
+
+
+def _vjepa2(kwargs: dict[str, Any], **defaults: Any) -> VJEPA2:
+    return VJEPA2(**{**defaults, **kwargs})
+
+
+@register_model
+def vjepa2_vitl(**kwargs: Any) -> VJEPA2:
+    """V-JEPA 2 ViT-L/16 (1024 channels, 24 blocks, 16 heads); any `VJEPA2` argument overrides."""
+    return _vjepa2(kwargs)
+
+
+@register_model
+def vjepa2_vith(**kwargs: Any) -> VJEPA2:
+    """V-JEPA 2 ViT-H/16 (1280 channels, 32 blocks, 16 heads); any `VJEPA2` argument overrides."""
+    return _vjepa2(kwargs, width=1280, depth=32, num_heads=16)
+
+
+@register_model
+def vjepa2_vitg(**kwargs: Any) -> VJEPA2:
+    """V-JEPA 2 ViT-g/16 (1408 channels, 40 blocks, 22 heads, MLP 48/11 = 6144 wide); any `VJEPA2`
+    argument overrides."""
+    return _vjepa2(kwargs, width=1408, depth=40, num_heads=22, mlp_ratio=48 / 11)
