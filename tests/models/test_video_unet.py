@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tubelet.models import create_model
-from tubelet.models.video_unet import VideoUNet, sinusoidal_embedding
+from tubelet.models.video_unet import VideoUNet
 
 TINY = {"base_channels": 8, "channel_mults": (1, 2), "attention_levels": (False, True),
         "num_heads": 2}  # fmt: skip
@@ -74,9 +74,7 @@ def test_trained_temporal_layers_mix_frames_and_the_image_model_does_not():
         assert not torch.allclose(video(x, t)[:, :, 1:], video(changed, t)[:, :, 1:])
 
 
-def test_learned_and_sinusoidal_positions_tell_frames_apart():
-    emb = sinusoidal_embedding(torch.arange(8), 16)
-    assert emb.shape == (8, 16) and len({tuple(r.tolist()) for r in emb}) == 8
+def test_learned_positions_refuse_more_frames_than_their_table():
     video = tiny(temporal_position="learned", max_frames=4)
     randomise(video)
     with pytest.raises(ValueError, match="max_frames"):

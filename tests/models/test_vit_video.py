@@ -2,12 +2,11 @@
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 
 from tubelet.models import create_model
-from tubelet.models.vit_video import VideoViT, sinusoid_positions
+from tubelet.models.vit_video import VideoViT
 from tubelet.nn.masking import tube_mask
 
 
@@ -22,17 +21,6 @@ def test_variants_have_the_published_widths():
         model = create_model(name, num_classes=3, depth=1)
         assert model.num_features == dim
         assert model.encoder.patch_embed.proj.kernel_size == (2, 16, 16)
-
-
-def test_positions_equal_videomae_table():
-    # VideoMAE's numpy table (get_sinusoid_encoding_table), written out.
-    length, dim = 10, 6
-    angles = np.array(
-        [[p / np.power(10000, 2 * (j // 2) / dim) for j in range(dim)] for p in range(length)]
-    )
-    angles[:, 0::2] = np.sin(angles[:, 0::2])
-    angles[:, 1::2] = np.cos(angles[:, 1::2])
-    torch.testing.assert_close(sinusoid_positions(length, dim), torch.tensor(angles).float())
 
 
 def test_features_are_tokens_on_the_tube_grid():

@@ -27,6 +27,7 @@ from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import register_model
 from tubelet.nn import NormFactory
 from tubelet.nn.attention import Attention
+from tubelet.nn.embed import PatchEmbed3d
 from tubelet.nn.windows import (
     clip_window,
     pad_to_windows,
@@ -160,27 +161,6 @@ class PatchMerging(nn.Module):
         return self.reduction(self.norm(x))
 
 
-class PatchEmbed3d(nn.Module):
-    """(B, C, T, H, W) -> (B, T/pt, H/ph, W/pw, D): a Conv3d with stride = kernel = `patch_size`
-    (the input zero-padded to patch multiples), then a norm."""
-
-    def __init__(
-        self, patch_size: Sequence[int], in_channels: int, embed_dim: int, norm_layer: NormFactory
-    ) -> None:
-        super().__init__()
-        self.patch_size = tuple(patch_size)
-        self.proj = nn.Conv3d(in_channels, embed_dim, self.patch_size, stride=self.patch_size)
-        self.norm = norm_layer(embed_dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        t, h, w = x.shape[2:]
-        pt, ph, pw = ((-n) % p for n, p in zip((t, h, w), self.patch_size, strict=True))
-        if pt or ph or pw:
-            x = nn.functional.pad(x, (0, pw, 0, ph, 0, pt))
-        x = self.proj(x).permute(0, 2, 3, 4, 1)  # (B, T', H', W', D)
-        return self.norm(x)
-
-
 class SwinTransformer3d(VideoClassifier):
     """Video Swin: patch embedding, stages of (shifted) window blocks with patch merging between
     them, a final norm and the pooled linear head.
@@ -228,7 +208,9 @@ class SwinTransformer3d(VideoClassifier):
         super().__init__(
             num_features=width * 2 ** (len(depths) - 1), num_classes=num_classes, dropout=dropout
         )
-        self.patch_embed = PatchEmbed3d(patch_size, in_channels, width, norm_layer)
+        self.patch_embed = PatchEmbed3d(
+            patch_size, in_channels, width, norm_layer=norm_layer, pad=True
+        )
         self.pos_drop = nn.Dropout(block_dropout)
         total = sum(depths)
         shift_size = tuple(w // 2 for w in window_size)

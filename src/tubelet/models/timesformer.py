@@ -29,6 +29,8 @@ from torch import Tensor, nn
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import register_model
 from tubelet.nn.attention import Attention, temporal_attention
+from tubelet.nn.embed import FramePatchEmbed
+from tubelet.nn.mlp import Mlp
 
 AttentionType = Literal["divided", "joint", "space_only"]
 ATTENTION_TYPES: tuple[str, ...] = ("divided", "joint", "space_only")
@@ -55,35 +57,6 @@ def resize_time_embedding(time: Tensor, frames: int) -> Tensor:
         return time
     resized = F.interpolate(rearrange(time, "1 t d -> 1 d t"), size=frames, mode="nearest")
     return rearrange(resized, "1 d t -> 1 t d")
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping `patch_size` patches of every frame, projected to `width` by one Conv2d."""
-
-    def __init__(self, in_channels: int, width: int, patch_size: int) -> None:
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_channels, width, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        """(B, C, T, H, W) -> tokens (B, T, h*w, D) and the patch grid (h, w) = (H//p, W//p)."""
-        batch = x.shape[0]
-        x = self.proj(rearrange(x, "b c t h w -> (b t) c h w"))  # (B*T, D, h, w)
-        grid = (x.shape[2], x.shape[3])
-        return rearrange(x, "(b t) d h w -> b t (h w) d", b=batch), grid
-
-
-class Mlp(nn.Module):
-    """Token-wise feed-forward: Linear(width, hidden), GELU, Linear(hidden, width)."""
-
-    def __init__(self, width: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(width, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, width)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class TimesformerBlock(nn.Module):
@@ -189,7 +162,7 @@ class TimeSformer(VideoClassifier):
         super().__init__(num_features=width, num_classes=num_classes, dropout=dropout)
         self.attention = attention
         self.in_channels = in_channels
-        self.patch_embed = PatchEmbed(in_channels, width, patch_size)
+        self.patch_embed = FramePatchEmbed(in_channels, width, patch_size)
         side = image_size // patch_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + side * side, width))

@@ -32,7 +32,6 @@ divisible by `2 ** (len(channel_mults) - 1)`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,21 +43,9 @@ from torch import Tensor, nn
 from tubelet.models.registry import register_model
 from tubelet.nn.attention import Attention, temporal_attention
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
+from tubelet.nn.positions import sinusoid_table
 
 TEMPORAL_POSITIONS = ("sinusoidal", "learned")
-
-
-def sinusoidal_embedding(positions: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """Transformer sinusoids of `positions` (N,) -> (N, dim): [cos(p * w_i), sin(p * w_i)] with
-    w_i = max_period ** (-i / (dim / 2)) (Vaswani et al. 2017, sec. 3.5; the DDPM timestep embedding)."""
-    half = dim // 2
-    freqs = torch.exp(
-        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=positions.device)
-        / half
-    )  # fmt: skip
-    angles = positions.float()[:, None] * freqs[None]  # (N, half)
-    emb = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
-    return F.pad(emb, (0, dim % 2))  # (N, dim)
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -164,7 +151,7 @@ class TemporalAttention(nn.Module):
                 )
             pos = self.pos[:num_frames]
         else:
-            pos = sinusoidal_embedding(torch.arange(num_frames, device=x.device), c)
+            pos = sinusoid_table(torch.arange(num_frames, device=x.device), c, layout="cos_sin")
         tokens = tokens + pos.to(tokens.dtype)[None, :, None, :]
         out = temporal_attention(self.attn, tokens)  # (B, T, N, C)
         return x + rearrange(out, "b t (h w) c -> (b t) c h w", h=h)
@@ -351,7 +338,9 @@ class VideoUNet(nn.Module):
         context_mask: Tensor | None = None,
     ) -> Tensor:
         b, c, t, h, w = self._check_input(x, timesteps, class_labels, context, context_mask)
-        emb = self.time_mlp(sinusoidal_embedding(timesteps, self.base_channels).to(x.dtype))
+        emb = self.time_mlp(
+            sinusoid_table(timesteps, self.base_channels, layout="cos_sin").to(x.dtype)
+        )
         if self.class_emb is not None:
             if class_labels is None:
                 class_labels = torch.full((b,), self.num_classes, device=x.device)

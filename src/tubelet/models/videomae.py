@@ -40,9 +40,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tubelet.models.registry import register_model
-from tubelet.models.vit_video import Block, VideoViTEncoder, sinusoid_positions
+from tubelet.models.vit_video import Block, VideoViTEncoder
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 from tubelet.nn.masking import check_mask, masking_fn, patchify, unpatchify
+from tubelet.nn.positions import sinusoid_positions
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # tubelet.data.transforms normalises clips with these
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -27,69 +27,21 @@ config.json sets every argument.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
-from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torchvision.ops import StochasticDepth
 
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import register_model
 from tubelet.nn.attention import Attention
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
+from tubelet.nn.embed import PatchEmbed3d
 from tubelet.nn.masking import keep_visible, tube_grid
-
-
-@lru_cache(maxsize=16)
-def _sinusoid_table(length: int, dim: int) -> Tensor:
-    # Computed in float64 and rounded once, as VideoMAE's numpy table.
-    position = torch.arange(length, dtype=torch.float64)[:, None]  # (L, 1)
-    j = torch.arange(dim)
-    angle = position / 10000.0 ** (2 * torch.div(j, 2, rounding_mode="floor") / dim)  # (L, D)
-    return torch.where(j % 2 == 0, angle.sin(), angle.cos()).float()
-
-
-def sinusoid_positions(length: int, dim: int) -> Tensor:
-    """(length, dim) fixed positions: sin(p / 10000^(2i/dim)) in dims 2i, cos in dims 2i+1.
-
-    The table of "Attention is all you need" (section 3.5) over the flattened token index, which
-    VideoMAE adds to its tubelet tokens instead of learned positions.
-    """
-    # Built outside any FakeTensorMode (`tubelet memory --count-only` runs the model in one), so
-    # the cache always holds a real table.
-    with unset_fake_temporarily():
-        return _sinusoid_table(length, dim)
-
-
-class TubeletEmbed(nn.Module):
-    """(B, C, T, H, W) -> tokens (B, N, D): one Conv3d with kernel = stride = tube size."""
-
-    def __init__(self, dim: int, *, tubelet_size: int, patch_size: int, in_chans: int) -> None:
-        super().__init__()
-        self.tubelet_size = tubelet_size
-        self.patch_size = patch_size
-        kernel = (tubelet_size, patch_size, patch_size)
-        self.proj = nn.Conv3d(in_chans, dim, kernel_size=kernel, stride=kernel)
-
-    def forward(self, x: Tensor) -> Tensor:
-        tube_grid(x.shape, self.tubelet_size, self.patch_size)  # a clear error for a bad size
-        return rearrange(self.proj(x), "b d t h w -> b (t h w) d")  # (B, N, D)
-
-
-class Mlp(nn.Module):
-    """fc1 -> GELU -> fc2, on (B, L, D)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+from tubelet.nn.mlp import Mlp
+from tubelet.nn.positions import sinusoid_positions
 
 
 class Block(nn.Module):
@@ -160,9 +112,8 @@ class VideoViTEncoder(nn.Module):
         self.dim = dim
         self.tubelet_size = tubelet_size
         self.patch_size = patch_size
-        self.patch_embed = TubeletEmbed(
-            dim, tubelet_size=tubelet_size, patch_size=patch_size, in_chans=in_chans
-        )
+        # The tubelet embedding: one Conv3d with kernel = stride = the tube (VideoMAE's).
+        self.patch_embed = PatchEmbed3d((tubelet_size, patch_size, patch_size), in_chans, dim)
         rates = torch.linspace(0, drop_path, depth).tolist()  # stochastic depth grows with depth
         self.blocks = nn.ModuleList(
             Block(
@@ -183,7 +134,8 @@ class VideoViTEncoder(nn.Module):
         return tube_grid(shape, self.tubelet_size, self.patch_size)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        tokens = self.patch_embed(x)  # (B, N, D)
+        self.grid(x.shape)  # a clear error for a clip that does not tile into tubes
+        tokens = rearrange(self.patch_embed(x), "b t h w d -> b (t h w) d")  # (B, N, D)
         tokens = tokens + sinusoid_positions(tokens.shape[1], self.dim).to(tokens)
         if mask is not None:
             tokens = keep_visible(tokens, mask)  # (B, L, D), L = N - masked
