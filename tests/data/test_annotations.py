@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tubelet.data.annotations import EmptySplitError, read_annotations
+from tubelet.data.annotations import EmptySplitError, hold_out, read_annotations
 
 
 def _touch(path):
@@ -101,3 +101,11 @@ def test_missing_folder_empty_split_and_bad_pairs(tmp_path):
     (tmp_path / "reversal_pairs.txt").write_text("a b\n")
     with pytest.raises(ValueError, match="two known class names"):
         read_annotations(tmp_path, "train")
+
+
+def test_hold_out_gives_every_fifth_item_to_val_and_the_rest_to_train():
+    items = list(range(12))
+    assert hold_out(items, "val") == [4, 9]
+    assert hold_out(items, "train") == [0, 1, 2, 3, 5, 6, 7, 8, 10, 11]
+    with pytest.raises(ValueError, match="split"):
+        hold_out(items, "test")

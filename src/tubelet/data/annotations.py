@@ -18,11 +18,29 @@ other's time reversal; evaluation then also reports accuracy on telling each fro
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".gif")
 SPLITS = ("train", "val")
+HOLD_OUT_EVERY = 5
+T = TypeVar("T")
+
+
+def hold_out(items: Sequence[T], split: str) -> list[T]:
+    """The `split` share of `items` for a source without its own split: every `HOLD_OUT_EVERY`-th
+    item (the 5th, 10th, ...; so indices 4, 9, ...) is "val", the others "train".
+
+    The one rule of every reader that must split a folder itself (class folders, unlabeled videos
+    for pre-training, flow data sets without a split file). Sort `items` first for a split that
+    does not depend on the file system's listing order.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    val = split == "val"
+    return [item for i, item in enumerate(items) if (i % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1) == val]
 
 
 class EmptySplitError(ValueError):
@@ -124,22 +142,21 @@ def _read_ssv2(root: Path, split: str) -> tuple[list[VideoRecord], list[str]]:
 
 def _read_folders(root: Path, split: str) -> tuple[list[VideoRecord], list[str]]:
     split_root = root / split
-    held_out = None
-    if not split_root.is_dir():
-        split_root, held_out = root, split == "val"
+    has_splits = split_root.is_dir()
+    if not has_splits:
+        split_root = root
     classes = sorted(
         p.name for p in split_root.iterdir() if p.is_dir() and not p.name.startswith(".")
     )
-    if held_out is not None:
+    if not has_splits:
         classes = [c for c in classes if c not in SPLITS]
     records = []
     for label, name in enumerate(classes):
         videos = sorted(
             p for p in (split_root / name).iterdir() if p.suffix.lower() in VIDEO_SUFFIXES
         )
-        if held_out is not None:
-            # Deterministic split for a folder without train/val: every fifth video is validation.
-            videos = [v for i, v in enumerate(videos) if (i % 5 == 4) == held_out]
+        if not has_splits:
+            videos = hold_out(videos, split)  # every fifth video of the class is validation
         records += [VideoRecord(v, label) for v in videos]
     return records, classes
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from tubelet.data.annotations import hold_out
 from tubelet.io.flow import read_flo, read_kitti_flow
 
 
@@ -350,5 +351,5 @@ def flow_folder_dataset(
             "sintel": lambda: sintel_files(root),
             "kitti": lambda: kitti_files(root),
         }
-        files = [f for i, f in enumerate(readers[layout]()) if (i % 5 == 4) == (split == "val")]
+        files = hold_out(readers[layout](), split)
     return FlowFolderDataset(files, crop=crop, seed=seed)

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tubelet.data.cache import cache_dir, ensure_generated, write_params
 from tubelet.io import write_video
 
 CLASSES: tuple[str, ...] = (
@@ -174,7 +175,7 @@ def write_synthetic_dataset(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "dataset.json").unlink(missing_ok=True)
-    # The class list goes first: it marks a half-written folder as this writer's (`_is_ours`).
+    # The class list goes first: it marks a half-written folder as this writer's (`ensure_generated`).
     (out / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     (out / "reversal_pairs.txt").write_text("\n".join(f"{a} {b}" for a, b in REVERSAL_PAIRS) + "\n")
     num_val = min(videos_per_class - 1, max(1, round(videos_per_class * val_fraction)))
@@ -193,9 +194,7 @@ def write_synthetic_dataset(
                 progress(label * videos_per_class + index + 1, total)
     for split, split_lines in lines.items():
         (out / f"{split}.csv").write_text("\n".join(split_lines) + "\n")
-    staged = out / "dataset.json.tmp"
-    staged.write_text(json.dumps(params, indent=2) + "\n")
-    staged.replace(out / "dataset.json")
+    write_params(out, params)
     return out
 
 
@@ -210,12 +209,11 @@ def default_dataset_dir(
 ) -> Path:
     """The cache folder for these parameters: `$XDG_CACHE_HOME/tubelet` (or `~/.cache/tubelet`) /
     `synthetic-motion-v1-s0-n60-f24-72px-12fps-val0.25`."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     name = (
         f"synthetic-motion-v{DATASET_VERSION}-s{seed}-n{videos_per_class}-f{num_frames}-{size}px"
         f"-{fps:g}fps-val{val_fraction:g}"
     )
-    return Path(cache) / "tubelet" / name
+    return cache_dir() / name
 
 
 def ensure_synthetic_dataset(
@@ -245,33 +243,14 @@ def ensure_synthetic_dataset(
         "fps": fps,
         "seed": seed,
     }
-    params = _params(**settings)
     out = Path(out_dir) if out_dir is not None else default_dataset_dir(**settings)
-    if _read_params(out) == params:
-        return out
-    if out.exists() and any(out.iterdir()) and not _is_ours(out):
-        raise FileExistsError(
-            f"{out} holds files but no synthetic dataset; pass an empty or new folder, or delete it"
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        write_synthetic_dataset(staging, **settings, progress=progress)
-        if _read_params(out) == params:  # another process finished the same dataset first
-            return out
-        if out.exists():
-            retired = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(retired)
-            shutil.rmtree(retired)
-        try:
-            staging.rename(out)
-        except OSError:
-            if _read_params(out) != params:
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out
+    return ensure_generated(
+        out,
+        _params(**settings),
+        lambda folder: write_synthetic_dataset(folder, **settings, progress=progress),
+        classes=CLASSES,
+        what="synthetic dataset",
+    )
 
 
 def _params(
@@ -306,23 +285,6 @@ def _check_clip_args(seed: int, num_frames: int, size: int) -> None:
         raise ValueError(f"num_frames must be at least 2 to show motion, not {num_frames}")
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, not {size}")
-
-
-def _is_ours(folder: Path) -> bool:
-    """Whether `folder` holds a synthetic dataset, complete or half-written, so it may be replaced."""
-    names = folder / "classes.txt"
-    return _read_params(folder) is not None or (
-        names.is_file() and tuple(names.read_text().split()) == CLASSES
-    )
-
-
-def _read_params(folder: Path) -> dict | None:
-    """The parameters in `folder/dataset.json` if it is a synthetic dataset's, else None."""
-    try:
-        params = json.loads((folder / "dataset.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return params if isinstance(params, dict) and params.get("name") == DATASET_NAME else None
 
 
 def _track(rng: np.random.Generator, pair: int, num_frames: int) -> Track:

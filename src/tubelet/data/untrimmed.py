@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from tubelet.data.cache import cache_dir, ensure_generated, write_params
 from tubelet.data.features import FeatureStore
 from tubelet.data.synthetic import CLASSES, Track, render_scene, sample_scene
 from tubelet.io import write_video
@@ -268,9 +269,7 @@ def write_untrimmed_dataset(
     for split, subset in SUBSETS.items():
         lines = [f"videos/{v.name}.mp4 {_dominant_label(v)}" for v in videos if v.subset == subset]
         (out / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    staged = out / "dataset.json.tmp"
-    staged.write_text(json.dumps(params, indent=2) + "\n")
-    staged.replace(out / "dataset.json")
+    write_params(out, params)
     return out
 
 
@@ -285,12 +284,11 @@ def _dominant_label(video: UntrimmedVideo) -> int:
 def default_untrimmed_dir(**settings: Any) -> Path:
     """The cache folder for these parameters under `$XDG_CACHE_HOME/tubelet` (or ~/.cache/tubelet)."""
     p = _untrimmed_params(**{**_UNTRIMMED_DEFAULTS, **settings})
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     name = (
         f"synthetic-untrimmed-v{UNTRIMMED_VERSION}-s{p['seed']}-n{p['train_videos']}+"
         f"{p['val_videos']}-{p['min_duration']:g}-{p['max_duration']:g}s-{p['size']}px-{p['fps']:g}fps"
     )
-    return Path(cache) / "tubelet" / name
+    return cache_dir() / name
 
 
 def ensure_untrimmed_dataset(
@@ -306,29 +304,14 @@ def ensure_untrimmed_dataset(
     holding anything else is refused.
     """
     settings = {**_UNTRIMMED_DEFAULTS, **settings}
-    params = _untrimmed_params(**settings)
     out = Path(out_dir) if out_dir is not None else default_untrimmed_dir(**settings)
-    if _read_untrimmed_params(out) == params:
-        return out
-    if out.exists() and any(out.iterdir()) and not (out / "classes.txt").is_file():
-        raise FileExistsError(
-            f"{out} holds files but no synthetic untrimmed set; pass an empty or new folder"
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        write_untrimmed_dataset(staging, **settings, progress=progress)
-        if _read_untrimmed_params(out) == params:  # another process finished it first
-            return out
-        if out.exists():
-            retired = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(retired)
-            shutil.rmtree(retired)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out
+    return ensure_generated(
+        out,
+        _untrimmed_params(**settings),
+        lambda folder: write_untrimmed_dataset(folder, **settings, progress=progress),
+        classes=CLASSES,
+        what="synthetic untrimmed set",
+    )
 
 
 _UNTRIMMED_DEFAULTS: dict[str, Any] = {
@@ -355,14 +338,6 @@ def _untrimmed_params(
         "val_videos": val_videos, "min_duration": float(min_duration),
         "max_duration": float(max_duration), "fps": float(fps), "size": size, "seed": seed,
     }  # fmt: skip
-
-
-def _read_untrimmed_params(folder: Path) -> dict[str, Any] | None:
-    try:
-        params = json.loads((folder / "dataset.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return params if isinstance(params, dict) and params.get("name") == UNTRIMMED_NAME else None
 
 
 # -- features with annotations -------------------------------------------------------------------

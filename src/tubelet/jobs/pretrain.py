@@ -16,7 +16,7 @@ import torch
 from torchvision.utils import save_image
 
 from tubelet.data import ClipSpec, VideoDataset, VideoRecord, build_loader, read_annotations
-from tubelet.data.annotations import VIDEO_SUFFIXES, EmptySplitError
+from tubelet.data.annotations import VIDEO_SUFFIXES, EmptySplitError, hold_out
 from tubelet.data.synthetic import ensure_synthetic_dataset
 from tubelet.data.transforms import EvalTransform, TrainTransform
 from tubelet.engine.run import RunDir, seed_everything, versions
@@ -39,7 +39,7 @@ def unlabeled_records(root: Path, split: str) -> list[VideoRecord]:
     except EmptySplitError:
         pass
     videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
-    chosen = [v for i, v in enumerate(videos) if (i % 5 == 4) == (split == "val")]
+    chosen = hold_out(videos, split)
     if not chosen:
         raise EmptySplitError(
             f"no {split} videos in {root} ({len(videos)} video files found; a folder needs at "
