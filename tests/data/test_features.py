@@ -13,7 +13,6 @@ from tubelet.data.features import (
     FeatureWriter,
     centre_times,
     collate_features,
-    distributed_rank,
     feature_indices,
     shard_videos,
 )
@@ -105,13 +104,7 @@ def test_two_ranks_cover_every_video_exactly_once(tmp_path):
     assert FeatureStore(tmp_path).videos == names
 
 
-def test_distributed_rank_reads_torchrun_variables(monkeypatch):
-    monkeypatch.delenv("RANK", raising=False)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert distributed_rank() == (0, 1)
-    monkeypatch.setenv("RANK", "3")
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    assert distributed_rank() == (3, 4)
+def test_writer_refuses_a_rank_outside_the_world():
     with pytest.raises(ValueError, match="rank"):
         FeatureWriter("unused", META, rank=4, world_size=4)
 

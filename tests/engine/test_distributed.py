@@ -81,6 +81,17 @@ def test_without_torchrun_everything_is_one_process():
     assert dist.wrap_model(model, "fsdp", torch.device("cpu")) is model
 
 
+def test_launch_env_reads_torchrun_variables_without_a_process_group(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert dist.launch_env() == dist.DistEnv(rank=0, world_size=1, local_rank=0)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert dist.launch_env() == dist.DistEnv(rank=3, world_size=4, local_rank=1)
+    assert not torch.distributed.is_initialized()
+
+
 def test_fsdp_shards_each_block_once():
     model = nn.Sequential(
         nn.Conv3d(3, 4, 1),

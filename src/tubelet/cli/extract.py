@@ -55,10 +55,9 @@ def extract(
             model_args=parse_model_args(model_arg), dtype=dtype,
         )
     )  # fmt: skip
-    from tubelet.data.features import distributed_rank
+    from tubelet.engine.distributed import launch_env
 
-    rank, _ = distributed_rank()
-    summary = json.loads((folder / f"summary-{rank:05d}.json").read_text())
+    summary = json.loads((folder / f"summary-{launch_env().rank:05d}.json").read_text())
     table = Table(title=f"features: {folder}")
     table.add_column("item")
     table.add_column("value", justify="right")

@@ -285,11 +285,6 @@ def shard_videos(videos: Sequence[str], rank: int, world_size: int) -> list[str]
     return list(videos[rank::world_size])
 
 
-def distributed_rank() -> tuple[int, int]:
-    """(rank, world size) of this process as `torchrun` sets them (`RANK`, `WORLD_SIZE`), else (0, 1)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def read_index(root: Path) -> dict[str, dict[str, Any]]:
     """Every indexed video of a features folder -> its index entry (all writers' indexes merged).
 

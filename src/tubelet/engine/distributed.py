@@ -52,6 +52,20 @@ def dist_env() -> DistEnv:
     return DistEnv()
 
 
+def launch_env() -> DistEnv:
+    """Where the launcher placed this process: `RANK`, `WORLD_SIZE` and `LOCAL_RANK` as torchrun
+    sets them, read without joining a process group (one process of rank 0 without them).
+
+    For jobs whose processes split the work but never talk (feature extraction shards the videos
+    by rank); jobs that gather or synchronise use `init_distributed` and `dist_env`.
+    """
+    return DistEnv(
+        rank=int(os.environ.get("RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
 def init_distributed(timeout_s: float = 1800.0) -> DistEnv:
     """Join the process group torchrun describes in the environment (once; later calls return it).
 
@@ -62,7 +76,7 @@ def init_distributed(timeout_s: float = 1800.0) -> DistEnv:
         return DistEnv()
     if dist.is_initialized():
         return dist_env()
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    world_size = launch_env().world_size
     if world_size <= 1:
         return DistEnv()
     missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]

@@ -41,11 +41,11 @@ from tubelet.data.features import (
     LEVELS,
     FeatureWriter,
     centre_times,
-    distributed_rank,
     shard_videos,
 )
 from tubelet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 from tubelet.engine.checkpoint import find_checkpoint, load_model
+from tubelet.engine.distributed import launch_env
 from tubelet.engine.run import versions
 from tubelet.io import VideoDecodeError, VideoReader
 from tubelet.models import create_model
@@ -109,7 +109,8 @@ def extract_features(
         level=level, window=window, stride=stride, size=size, crop="center",
         mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), dim=int(net.num_features), **data_meta,
     )  # fmt: skip
-    rank, world_size = distributed_rank()
+    launched = launch_env()
+    rank, world_size = launched.rank, launched.world_size
     cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if cuda else "cpu")
     net = net.to(device).eval()
