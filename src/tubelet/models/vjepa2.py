@@ -34,9 +34,11 @@ from torchvision.ops import StochasticDepth
 
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import register_model
-from tubelet.models.vit_video import Mlp, TubeletEmbed, init_vit_weights
+from tubelet.models.vit_video import init_vit_weights
 from tubelet.nn.attention import Attention, CrossAttention
+from tubelet.nn.embed import PatchEmbed3d
 from tubelet.nn.masking import tube_grid
+from tubelet.nn.mlp import Mlp
 from tubelet.nn.rope import vjepa_rope_3d
 
 HEADS = ("attentive", "linear")
@@ -170,9 +172,7 @@ class VJEPA2(VideoClassifier):
         self.tubelet_size = tubelet_size
         self.patch_size = patch_size
         self.head_dim = width // num_heads
-        self.patch_embed = TubeletEmbed(
-            width, tubelet_size=tubelet_size, patch_size=patch_size, in_chans=in_chans
-        )
+        self.patch_embed = PatchEmbed3d((tubelet_size, patch_size, patch_size), in_chans, width)
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # grows with depth
         self.blocks = nn.ModuleList(
             RopeBlock(
@@ -200,7 +200,7 @@ class VJEPA2(VideoClassifier):
         if x.shape[2] < self.tubelet_size:
             x = x.repeat(1, 1, self.tubelet_size, 1, 1)  # an image becomes one tube
         t, h, w = tube_grid(x.shape, self.tubelet_size, self.patch_size)
-        tokens = self.patch_embed(x)  # (B, N, D)
+        tokens = rearrange(self.patch_embed(x), "b t h w d -> b (t h w) d")  # (B, N, D)
         cos, sin = vjepa_rope_3d((t, h, w), self.head_dim, device=x.device)  # (N, d) each
         for block in self.blocks:
             tokens = self.maybe_checkpoint(block, tokens, cos, sin)
