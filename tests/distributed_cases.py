@@ -18,6 +18,10 @@ from tubelet.engine import distributed as dist
 from tubelet.engine.run import RunDir, open_run_dir
 from tubelet.engine.trainer import OptimConfig, RuntimeConfig, Trainer, evaluate_loader
 from tubelet.tasks import ClassificationTask
+from tubelet.tasks.detection import DetectionMeter
+from tubelet.tasks.flow import FlowMeter
+from tubelet.tasks.generation import GenerationMeter
+from tubelet.tasks.masked_video import ReconstructionMeter
 
 CLASSES = 3
 
@@ -201,6 +205,7 @@ def worker(rank, world, port, root, results):
         Net(), ClassificationTask(CLASSES), bad.val_loader, device=torch.device("cpu")
     )["num_videos"]
     out["eval_videos"] = meter_videos
+    out["meters"] = meter_results(rank, world)
     results[rank] = out
     dist.destroy()
 
@@ -236,3 +241,48 @@ def run_folder_worker(rank, world, port, root, results):
         refusal = str(error)
     results[rank] = {"configs": configs, "refusal": refusal}
     dist.destroy()
+
+
+def meter_cases():
+    """Per task: a new meter and the items an evaluation adds to it, one video (or pair) each."""
+    g = torch.Generator().manual_seed(3)
+    flows = [
+        (torch.randn(1, 2, 6, 8, generator=g) * 4, torch.randn(1, 2, 6, 8, generator=g) * 4)
+        for _ in range(7)
+    ]
+    valid = [torch.rand(1, 6, 8, generator=g) > 0.3 for _ in range(7)]
+    truth = [
+        {"video": f"v{i}", "start": 1.0 * k, "end": 1.0 * k + 2, "label": "ab"[k % 2]}
+        for i in range(7)
+        for k in range(3)
+    ]
+    boxes = torch.rand(7, 4, 3, generator=g).tolist()
+    detections = [
+        (f"v{i}", [{"start": 4 * s, "end": 4 * s + 2 * e, "label": "ab"[k % 2], "score": p}
+                   for k, (s, e, p) in enumerate(boxes[i])])
+        for i in range(7)
+    ]  # fmt: skip
+    losses = torch.rand(7, 2, generator=g)
+    return {
+        "flow": (FlowMeter, [lambda m, i=i: m.update(*flows[i], valid[i]) for i in range(7)]),
+        "generation": (GenerationMeter, [lambda m, i=i: m.update(losses[i]) for i in range(7)]),
+        "detection": (
+            lambda: DetectionMeter(truth),
+            [lambda m, i=i: m.update(*detections[i]) for i in range(7)],
+        ),
+        "masked_video": (
+            ReconstructionMeter,
+            [lambda m, i=i: m.update(float(losses[i, 0]), 2) for i in range(7)],
+        ),
+    }
+
+
+def meter_results(rank=0, world=1):
+    """Each task's metrics over the items `rank::world`, merged over the processes."""
+    results = {}
+    for name, (new, items) in meter_cases().items():
+        meter = new()
+        for update in items[rank::world]:
+            update(meter)
+        results[name] = dist.gather_meters(meter).compute()
+    return results

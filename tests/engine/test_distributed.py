@@ -6,7 +6,16 @@ import sys
 import pytest
 import torch
 import torch.multiprocessing as mp
-from distributed_cases import CLASSES, Net, first_moments, free_port, make_trainer, worker
+from distributed_cases import (
+    CLASSES,
+    Net,
+    first_moments,
+    free_port,
+    make_trainer,
+    meter_cases,
+    meter_results,
+    worker,
+)
 from safetensors.torch import load_file
 from torch import nn
 
@@ -46,6 +55,10 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
     for a, b in zip(results[0]["bad_params"], results[1]["bad_params"], strict=True):
         assert torch.equal(a, b)
     assert results[0]["eval_videos"] == results[1]["eval_videos"] == 7
+    # Every task's meter: its shares gathered over the processes equal one meter over all items.
+    alone = meter_results()
+    for rank in (0, 1):
+        assert_same_metrics(results[rank]["meters"], alone)
 
 
 @pytest.mark.slow
@@ -104,6 +117,35 @@ def test_fsdp_shards_each_block_once():
     holder = nn.Module()
     holder.blocks, holder.head = blocks, nn.Linear(2, 2)
     assert dist.fsdp_units(holder) == list(blocks)
+
+
+def assert_same_metrics(got, expected):
+    """Counts and per-item results equal; sums of floats (added in another order) within rounding."""
+    assert got.keys() == expected.keys()
+    for task, metrics in expected.items():
+        assert got[task].keys() == metrics.keys(), task
+        for key, value in metrics.items():
+            if isinstance(value, float):
+                value = pytest.approx(value, rel=1e-12, abs=1e-12)
+            assert got[task][key] == value, (task, key)
+
+
+def test_every_task_meter_merges_into_one_meter_over_all_items():
+    halves = {}
+    for name, (new, items) in meter_cases().items():
+        first, second = new(), new()
+        for update in items[0::2]:
+            update(first)
+        for update in items[1::2]:
+            update(second)
+        first.merge(second)
+        halves[name] = first.compute()
+    alone = meter_results()
+    assert_same_metrics(halves, alone)
+    assert alone["flow"]["num_pairs"] == 7 and alone["detection"]["num_videos"] == 7
+    assert alone["generation"]["num_videos"] == 14 and alone["masked_video"]["num_clips"] == 14
+    # Counts and correctly rounded sums: the merged flow and generation metrics are exact.
+    assert halves["flow"] == alone["flow"] and halves["generation"] == alone["generation"]
 
 
 def test_merged_meters_equal_one_meter_over_all_videos():

@@ -25,6 +25,7 @@ from torch import nn
 
 PARALLEL = ("ddp", "fsdp")
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 
 @dataclass(frozen=True)
@@ -182,13 +183,13 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return tensor.tolist()
 
 
-def all_reduce_max(value: int) -> int:
-    """The largest `value` over all processes."""
+def all_reduce_max(value: N) -> N:
+    """The largest `value` (an int or a float) over all processes."""
     if dist_env().world_size == 1:
         return value
-    tensor = torch.tensor([value], dtype=torch.int64, device=_collective_device())
+    tensor = torch.tensor([value], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return int(tensor.item())
+    return type(value)(tensor.item())
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

@@ -257,8 +257,9 @@ class Trainer:
                 task_id, loss=loss_sum / max(1, loss_count), clips_per_s=clips / elapsed,
                 wait_share=wait / elapsed,
             )  # fmt: skip
-        elapsed = time.perf_counter() - start
-        # Over all processes: summed losses, counts, clips; the mean share of time spent waiting.
+        # Over all processes: summed losses, counts, clips; the mean time spent waiting; the
+        # slowest process's time (the epoch's wall time), so clips_per_s is the global throughput.
+        elapsed = dist.all_reduce_max(time.perf_counter() - start)
         loss_sum, loss_count, clips, wait = dist.all_reduce_sum([loss_sum, loss_count, clips, wait])
         wait /= self.env.world_size
         self.train_time += elapsed

@@ -416,6 +416,13 @@ class DetectionMeter:
         self.videos.add(video)
         self.predictions.extend({**p, "video": video} for p in predictions)
 
+    def merge(self, other: DetectionMeter) -> None:
+        """Add another process's results (a disjoint share of the videos)."""
+        if list(other.tiou_thresholds) != list(self.tiou_thresholds):
+            raise ValueError("cannot merge detection meters of different tIoU thresholds")
+        self.videos |= other.videos
+        self.predictions += other.predictions
+
     def compute(self) -> dict[str, Any]:
         """`average_mAP`, `mAP@<tiou>` per threshold, `per_class_AP`, `num_videos`, `num_predictions`."""
         if not self.videos:

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,12 +64,18 @@ def unpad(x: Tensor, pad: tuple[int, int, int, int]) -> Tensor:
 
 @dataclass
 class FlowMeter:
-    """Accumulates per-pixel errors over valid pixels; `compute()` gives the step 2-3 metrics."""
+    """Accumulates per-pixel errors over valid pixels; `compute()` gives the step 2-3 metrics.
+
+    Pixel counts are integers and the error sums are kept per image and added with `math.fsum`
+    (correctly rounded whatever the order), so merging the meters of several processes gives the
+    metrics of one meter over all images exactly.
+    """
 
     _pixels: int = 0
-    _sums: dict[str, float] = field(
-        default_factory=lambda: {"epe": 0.0, "px1": 0.0, "px3": 0.0, "px5": 0.0, "outliers": 0.0}
+    _counts: dict[str, int] = field(
+        default_factory=lambda: {"px1": 0, "px3": 0, "px5": 0, "outliers": 0}
     )
+    _epe_sums: list[float] = field(default_factory=list)  # per image, over its valid pixels
     _image_epe: list[float] = field(default_factory=list)
 
     def update(self, flow: Tensor, target: Tensor, valid: Tensor) -> None:
@@ -80,11 +87,19 @@ class FlowMeter:
             if not len(e):
                 continue
             self._pixels += len(e)
-            self._sums["epe"] += e.sum().item()
+            self._epe_sums.append(e.double().sum().item())
             for threshold in (1, 3, 5):
-                self._sums[f"px{threshold}"] += (e < threshold).sum().item()
-            self._sums["outliers"] += ((e > 3) & (e > 0.05 * m)).sum().item()
+                self._counts[f"px{threshold}"] += int((e < threshold).sum())
+            self._counts["outliers"] += int(((e > 3) & (e > 0.05 * m)).sum())
             self._image_epe.append(e.mean().item())
+
+    def merge(self, other: FlowMeter) -> None:
+        """Add another process's results (a disjoint share of the image pairs)."""
+        self._pixels += other._pixels
+        for key, count in other._counts.items():
+            self._counts[key] += count
+        self._epe_sums += other._epe_sums
+        self._image_epe += other._image_epe
 
     def compute(self) -> dict[str, Any]:
         """EPE (over all valid pixels), per-image EPE, 1/3/5 px accuracy, Fl-all (%)."""
@@ -92,12 +107,12 @@ class FlowMeter:
             raise ValueError("no valid ground-truth pixels were evaluated")
         n = self._pixels
         return {
-            "epe": self._sums["epe"] / n,
-            "per_image_epe": sum(self._image_epe) / len(self._image_epe),
-            "px1": self._sums["px1"] / n,
-            "px3": self._sums["px3"] / n,
-            "px5": self._sums["px5"] / n,
-            "fl_all": 100.0 * self._sums["outliers"] / n,
+            "epe": math.fsum(self._epe_sums) / n,
+            "per_image_epe": math.fsum(self._image_epe) / len(self._image_epe),
+            "px1": self._counts["px1"] / n,
+            "px3": self._counts["px3"] / n,
+            "px5": self._counts["px5"] / n,
+            "fl_all": 100.0 * self._counts["outliers"] / n,
             "num_pairs": len(self._image_epe),
         }
 

@@ -284,20 +284,26 @@ class DenoiserWithEMA(nn.Module):
 
 @dataclass
 class GenerationMeter:
-    """Mean validation loss over evaluated clips."""
+    """Mean validation loss over evaluated clips (per-clip losses added with `math.fsum`, so the
+    merged meters of several processes give one meter's mean exactly)."""
 
-    _sum: float = 0.0
-    _count: int = 0
+    _losses: list[float] = field(default_factory=list)
 
     def update(self, losses: Tensor) -> None:
         """Add per-clip losses (B,)."""
-        self._sum += losses.sum().item()
-        self._count += len(losses)
+        self._losses += losses.double().tolist()
+
+    def merge(self, other: GenerationMeter) -> None:
+        """Add another process's results (a disjoint share of the clips)."""
+        self._losses += other._losses
 
     def compute(self) -> dict[str, Any]:
-        if not self._count:
+        if not self._losses:
             raise ValueError("no evaluation results: every validation video was unreadable")
-        return {"loss": self._sum / self._count, "num_videos": self._count}
+        return {
+            "loss": math.fsum(self._losses) / len(self._losses),
+            "num_videos": len(self._losses),
+        }
 
 
 @dataclass
