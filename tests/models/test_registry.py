@@ -16,11 +16,20 @@ FRAMES = {"s3d": 5}
 # Models whose head reads the class token, index 0 of (B, D, 1 + T*N) token features.
 CLASS_TOKEN = {"timesformer_base", "timesformer_small", "frame2d_transformer"}
 # Models whose head pools the tokens with learned attention, not their mean.
-ATTENTIVE = {"vjepa2_vitl", "vjepa2_vith", "vjepa2_vitg"}
-# Builder arguments of a tiny model besides width 8 (`width` = channels of ViTs with rotary
-# positions, which need heads of at least 6 channels).
-TINY = dict.fromkeys(["vjepa2_vitl", "vjepa2_vith", "vjepa2_vitg"], {"num_heads": 2, "depth": 2})
-TINY_WIDTH = dict.fromkeys(["vjepa2_vitl", "vjepa2_vith", "vjepa2_vitg"], 12)
+VJEPA2 = ["vjepa2_vitl", "vjepa2_vith", "vjepa2_vitg"]
+PRISM = ["videoprism_b", "videoprism_l", "videoprism_lvt_b", "videoprism_lvt_l"]
+ATTENTIVE = {*VJEPA2, *PRISM}
+# Builder arguments of a tiny model besides its width (`width` = channels in these ViTs, whose
+# heads need at least 6 channels for rotary positions).
+_PRISM_TINY = {"num_heads": 2, "mlp_dim": 24, "spatial_depth": 1, "temporal_depth": 1,
+               "patch_size": 8, "image_size": 32, "num_frames": 4}  # fmt: skip
+_LVT_TINY = {**_PRISM_TINY, "aux_depth": 1, "text_depth": 1, "vocab_size": 30}
+TINY = {
+    **dict.fromkeys(VJEPA2, {"num_heads": 2, "depth": 2}),
+    **dict.fromkeys(PRISM[:2], _PRISM_TINY),
+    **dict.fromkeys(PRISM[2:], _LVT_TINY),
+}
+TINY_WIDTH = {**dict.fromkeys(VJEPA2, 12), **dict.fromkeys(PRISM, 16)}
 
 
 def tiny(name: str, width: int | None = None, **kwargs) -> torch.nn.Module:

@@ -472,3 +472,178 @@ CONFIG_READERS.update(dict.fromkeys(VJEPA2_MODELS, _vjepa2_config))
 CONVERTERS.update(dict.fromkeys(VJEPA2_MODELS, _convert_vjepa2))
 DROPS.update(dict.fromkeys(VJEPA2_MODELS, _vjepa2_drop))
 HEAD_PREFIXES.update(dict.fromkeys(VJEPA2_MODELS, ("pooler.", "fc.")))
+
+
+# -- VideoPrism: `VideoPrismVisionModel` / `VideoPrismForVideoClassification` -> `videoprism_b/l`,
+# `VideoPrismClipModel` -> `videoprism_lvt_b/l` (tubelet.models.videoprism) ----------------------
+# VideoPrismVisionConfig's and VideoPrismTextConfig's defaults, for keys a config.json leaves out.
+_PRISM_VISION_DEFAULTS: dict[str, Any] = {
+    "image_size": 288, "num_frames": 16, "tubelet_size": [1, 18, 18], "num_channels": 3,
+    "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072,
+    "hidden_act": "gelu_python", "layer_norm_eps": 1e-6, "qkv_bias": True,
+    "num_spatial_layers": 12, "num_temporal_layers": 4, "attn_logit_softcapping": 50.0,
+    "num_auxiliary_layers": 2, "apply_l2norm": True,
+}  # fmt: skip
+_PRISM_TEXT_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 32000, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+    "num_attention_heads": 12, "max_position_embeddings": 64, "hidden_act": "relu",
+    "layer_norm_eps": 1e-6, "qkv_bias": True, "attn_logit_softcapping": 50.0,
+    "apply_l2norm": True,
+}  # fmt: skip
+# Hugging Face module prefix -> tubelet's, most specific first (blocks are handled apart).
+_PRISM_MODULES = (
+    ("video_model.vision_model.", "encoder."),
+    ("vision_model.", "encoder."),
+    ("spatial_embeddings.patch_embeddings.projection", "patch_embed"),
+    ("spatial_embeddings.position_embeddings", "spatial_pos"),
+    ("temporal_embeddings.position_embeddings", "temporal_pos"),
+    ("layernorm1", "spatial_norm"),
+    ("layernorm2", "temporal_norm"),
+    ("spatial_layers.", "spatial_blocks."),
+    ("temporal_layers.", "temporal_blocks."),
+    ("video_model.auxiliary_layers.", "aux_blocks."),
+    ("video_model.head_layernorm", "pooler.norm"),
+    ("video_model.head.", "pooler."),
+    ("head_layernorm", "pooler.norm"),
+    ("head.", "pooler."),
+    ("text_model.embeddings.token_embedding", "text.token_embed"),
+    ("text_model.embeddings.cls_emb", "text.cls_emb"),
+    ("text_model.layers.", "text.blocks."),
+    ("text_model.layernorm", "text.norm"),
+    ("classifier", "fc"),
+)
+_PRISM_LEAVES = {
+    "attention.q_proj": "attn.q",
+    "attention.k_proj": "attn.k",
+    "attention.v_proj": "attn.v",
+    "attention.o_proj": "attn.proj",
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "pooling_attention_query": "query",
+    "q_proj": "attn.q",
+    "k_proj": "attn.k",
+    "v_proj": "attn.v",
+    "o_proj": "attn.proj",
+}
+
+
+def _prism_vision_args(c: dict[str, Any]) -> dict[str, Any]:
+    c = {**_PRISM_VISION_DEFAULTS, **c}
+    tube = list(c["tubelet_size"])
+    if len(tube) != 3 or tube[0] != 1 or tube[1] != tube[2]:
+        raise ValueError(
+            f"VideoPrism config tubelet_size={tube}: only one-frame square patches [1, p, p] "
+            "are supported"
+        )
+    if c["hidden_act"] not in ("gelu", "gelu_python"):
+        raise ValueError(f"VideoPrism config hidden_act={c['hidden_act']!r}: only exact GELU")
+    return {
+        "width": int(c["hidden_size"]),
+        "num_heads": int(c["num_attention_heads"]),
+        "mlp_dim": int(c["intermediate_size"]),
+        "spatial_depth": int(c["num_spatial_layers"]),
+        "temporal_depth": int(c["num_temporal_layers"]),
+        "patch_size": int(tube[1]),
+        "image_size": _square(c, "image_size"),
+        "num_frames": int(c["num_frames"]),
+        "in_chans": int(c["num_channels"]),
+        "qkv_bias": bool(c["qkv_bias"]),
+        "norm_eps": float(c["layer_norm_eps"]),
+        "softcap": c["attn_logit_softcapping"],
+        "head": "attentive",
+    }
+
+
+def _prism_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A `VideoPrismVisionConfig` dict -> `videoprism_b` / `videoprism_l` builder arguments."""
+    if config.get("model_type") != "videoprism_vision_model":
+        raise ValueError(
+            f"config.json describes a {config.get('model_type')!r} model, not a VideoPrism video "
+            "encoder; pass the folder of a VideoPrismVisionModel or "
+            "VideoPrismForVideoClassification save_pretrained() (a VideoPrismClipModel folder "
+            "goes to videoprism_lvt_b / videoprism_lvt_l)"
+        )
+    args = _prism_vision_args(config)
+    if "VideoPrismForVideoClassification" in (config.get("architectures") or []):
+        labels = config.get("id2label")
+        args["num_classes"] = len(labels) if labels else int(config.get("num_labels", 2))
+    return args
+
+
+def _prism_lvt_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A `VideoPrismConfig` dict (video and text) -> `videoprism_lvt_*` builder arguments."""
+    if config.get("model_type") != "videoprism":
+        raise ValueError(
+            f"config.json describes a {config.get('model_type')!r} model, not a VideoPrism "
+            "video-text model; pass the folder of a VideoPrismClipModel save_pretrained()"
+        )
+    vision = {**_PRISM_VISION_DEFAULTS, **(config.get("vision_config") or {})}
+    text = {**_PRISM_TEXT_DEFAULTS, **(config.get("text_config") or {})}
+    same = ("hidden_size", "num_attention_heads", "intermediate_size", "layer_norm_eps")
+    differ = [k for k in same if text[k] != vision[k]]
+    differ += [k for k in ("attn_logit_softcapping", "qkv_bias") if text[k] != vision[k]]
+    if differ:
+        raise ValueError(
+            f"VideoPrism text and vision configs differ in {', '.join(differ)}; tubelet's "
+            "video-text model gives both towers one width, head count, MLP width and norm eps"
+        )
+    if text["hidden_act"] != "relu":
+        raise ValueError(f"VideoPrism text config hidden_act={text['hidden_act']!r}: only 'relu'")
+    if not (vision["apply_l2norm"] and text["apply_l2norm"]):
+        raise ValueError("VideoPrism config with apply_l2norm=false is not supported")
+    return {
+        **_prism_vision_args(vision),
+        "aux_depth": int(vision["num_auxiliary_layers"]),
+        "text_depth": int(text["num_hidden_layers"]),
+        "vocab_size": int(text["vocab_size"]),
+        "max_text_len": int(text["max_position_embeddings"]),
+    }
+
+
+def _prism_key(key: str) -> str:
+    """One VideoPrism key as tubelet's (q/k/v of blocks are merged by `_convert_prism`)."""
+    head, rest = "", key
+    while match := next(((o, n) for o, n in _PRISM_MODULES if rest.startswith(o)), None):
+        head, rest = head + match[1], rest.removeprefix(match[0])  # renamed prefix, the rest
+    module, _, leaf = rest.rpartition(".")
+    leaf = _PRISM_LEAVES.get(leaf, leaf) if not module else leaf  # a parameter of the head itself
+    index, _, inner = module.partition(".")
+    if index.isdigit():  # inside a block: `N.attention.q_proj` and so on
+        module = f"{index}.{_PRISM_LEAVES.get(inner, inner)}"
+    else:
+        module = _PRISM_LEAVES.get(module, module)
+    return ".".join(part.strip(".") for part in (head, module, leaf) if part.strip("."))
+
+
+def _convert_prism(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face VideoPrism keys -> tubelet keys: a block's q/k/v_proj become one `attn.qkv`;
+    the patch Conv3d of one frame becomes a Conv2d."""
+    if not any(k.startswith(("vision_model.", "video_model.")) for k in state):
+        state = {f"vision_model.{k}": v for k, v in state.items()}  # a bare VideoPrismVisionModel
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        out[_prism_key(key)] = value
+    for key in [k for k in out if ".attn.q." in k and not k.startswith("pooler.")]:
+        prefix, leaf = key.split(".attn.q.")
+        parts = [out.pop(f"{prefix}.attn.{p}.{leaf}") for p in "qkv"]
+        out[f"{prefix}.attn.qkv.{leaf}"] = torch.cat(parts)
+    weight = "encoder.patch_embed.weight"
+    if weight in out and out[weight].ndim == 5:
+        out[weight] = out[weight].squeeze(2)  # (D, C, 1, p, p) -> (D, C, p, p)
+    return out
+
+
+def _prism_drop(key: str) -> str | None:
+    if key.startswith("text_model.embeddings.position_"):
+        return "the text tower's fixed sinusoid table and position ids: recomputed, not learned"
+    return None
+
+
+PRISM_MODELS = ("videoprism_b", "videoprism_l")
+PRISM_LVT_MODELS = ("videoprism_lvt_b", "videoprism_lvt_l")
+CONFIG_READERS.update(dict.fromkeys(PRISM_MODELS, _prism_config))
+CONFIG_READERS.update(dict.fromkeys(PRISM_LVT_MODELS, _prism_lvt_config))
+CONVERTERS.update(dict.fromkeys(PRISM_MODELS + PRISM_LVT_MODELS, _convert_prism))
+DROPS.update(dict.fromkeys(PRISM_LVT_MODELS, _prism_drop))
+HEAD_PREFIXES.update(dict.fromkeys(PRISM_MODELS, ("pooler.", "fc.")))
+HEAD_PREFIXES.update(dict.fromkeys(PRISM_LVT_MODELS, ("fc.",)))

@@ -24,6 +24,7 @@ from tubelet.models import (
     timesformer,  # noqa: F401
     video_unet,  # noqa: F401
     videomae,  # noqa: F401
+    videoprism,  # noqa: F401
     vit_video,  # noqa: F401
     vjepa2,  # noqa: F401
 )
