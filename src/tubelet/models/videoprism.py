@@ -41,9 +41,9 @@ from torch import Tensor, nn
 
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import register_model
-from tubelet.models.vit_video import Mlp
 from tubelet.nn.attention import Attention, CrossAttention
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
+from tubelet.nn.mlp import Mlp
 
 HEADS = ("attentive", "linear")
 # 1 / softplus(0) = 1 / ln 2: with per_dim_scale at 0 the pooler's scores have the usual 1/sqrt(d).
@@ -83,8 +83,7 @@ class PrismBlock(nn.Module):
         self.norm1 = OffsetLayerNorm(dim, norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, softcap=softcap)
         self.norm2 = OffsetLayerNorm(dim, norm_eps)
-        self.mlp = Mlp(dim, mlp_dim)
-        self.mlp.act = act_layer()  # exact GELU in the video tower, ReLU in the text tower
+        self.mlp = Mlp(dim, mlp_dim, act_layer=act_layer)  # exact GELU (video) or ReLU (text)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         x = x + self.attn(self.norm1(x), mask)
