@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,6 +83,92 @@ def test_torchrun_runs_the_train_command_on_two_processes(tiny_dataset, tmp_path
     assert (out / "best" / "model.safetensors").is_file()
     config = json.loads((out / "config.json").read_text())
     assert config["grad_checkpointing"] and config["channels_last"] and not config["fsdp"]
+
+
+def launch_two_nodes(arguments, weights, timeout=240):
+    """`tubelet ARGUMENTS` as two torchrun launchers of one process each, meeting at a c10d
+    rendezvous on the loopback interface, as two nodes would; returns (exit code, output) per node."""
+    port = free_port()
+    weights.mkdir(exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TUBELET_TEST_WEIGHTS": str(weights)}
+    launchers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--nproc-per-node",
+                "1",
+                "--node-rank",
+                str(node),
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-endpoint",
+                f"127.0.0.1:{port}",
+                "--rdzv-id",
+                "nodes",
+                "--max-restarts",
+                "0",
+                str(Path(__file__).parents[1] / "launch_case.py"),
+                *map(str, arguments),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for node in (0, 1)
+    ]
+    try:
+        outputs = [p.communicate(timeout=timeout)[0] for p in launchers]
+        return [(p.returncode, output) for p, output in zip(launchers, outputs, strict=True)]
+    finally:
+        for p in launchers:
+            p.kill()
+
+
+@pytest.mark.slow
+def test_two_nodes_train_resume_and_stop_together(tiny_dataset, tmp_path):
+    """Two launchers (--nnodes 2, one process each, c10d rendezvous on 127.0.0.1): the run ends
+    with the same weights on both; run again with more epochs it continues after the last one;
+    with other settings both stop at once with rank 0's message."""
+    out, weights = tmp_path / "run", tmp_path / "weights"
+    train = [
+        "train", "--data", tiny_dataset, "--model", "r2plus1d_18", "-m", "width=4", "--frames", "4",
+        "--size", "32", "--batch-size", "2", "--workers", "0", "--out", out,
+    ]  # fmt: skip
+
+    def same_weights_on_both_nodes():
+        node0, node1 = (load_file(weights / f"rank{r}.safetensors") for r in (0, 1))
+        saved = load_file(out / "last" / "model.safetensors")
+        assert node0.keys() == node1.keys() == saved.keys()
+        for key in saved:  # parameters and BatchNorm statistics
+            assert torch.equal(node0[key], node1[key]) and torch.equal(node0[key], saved[key]), key
+
+    for code, output in launch_two_nodes([*train, "--epochs", "1"], weights):
+        assert code == 0, output[-3000:]
+    same_weights_on_both_nodes()
+    first = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in first] == [1]
+    # Stopped after epoch 1, started again for 2 epochs: it trains epoch 2 only.
+    for code, output in launch_two_nodes([*train, "--epochs", "2"], weights):
+        assert code == 0, output[-3000:]
+    same_weights_on_both_nodes()
+    resumed = (weights / "resumed.txt").read_text().split("\n")
+    assert sorted(resumed[-3:-1]) == ["0 0 1", "0 1 1"]  # both went on from epoch 1
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in metrics] == [1, 2] and metrics[0] == first[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["epochs"] == 2
+    # Other settings: both nodes stop with the same one-line message, nothing hangs.
+    results = launch_two_nodes([*train, "--epochs", "2", "--lr", "0.5"], weights, timeout=120)
+    lines = []
+    for code, output in results:
+        assert code != 0
+        lines.append([line for line in output.splitlines() if "already holds a run" in line])
+    assert len(lines[0]) == len(lines[1]) == 1 and lines[0][0][-150:] == lines[1][0][-150:]
 
 
 def test_without_torchrun_everything_is_one_process():

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tubelet.engine.run import RunDir, seed_everything, versions
+from tubelet.engine.run import RunDir, open_run_dir, seed_everything, versions
 from tubelet.engine.trainer import OptimConfig, RuntimeConfig
 
 Progress = Callable[[int, int], None]
@@ -76,13 +76,11 @@ def jsonable(job: Any) -> dict[str, Any]:
 def open_run(job: TrainJob, config: dict[str, Any]) -> RunDir:
     """The run folder of `job` with `config` (its settings as JSON, plus what the task adds) and the
     library versions written in it; seeds everything. A folder that holds a run with other settings
-    is refused (`check_same_run`)."""
-    run = RunDir(Path(job.out))
+    is refused (`check_same_run`). Under torchrun rank 0 alone checks and writes, and every process
+    stops with its message (`open_run_dir`)."""
     config = {**config, "versions": versions()}
-    previous = run.read_config()
-    if previous is not None:
-        check_same_run(previous, config, run.root)
-    run.write_config(config)
+    root = Path(job.out)
+    run = open_run_dir(root, config, lambda previous: check_same_run(previous, config, root))
     seed_everything(job.seed)
     return run
 

@@ -19,9 +19,8 @@ from tubelet.data import ClipSpec, VideoDataset, VideoRecord, build_loader, read
 from tubelet.data.annotations import VIDEO_SUFFIXES, EmptySplitError, hold_out
 from tubelet.data.synthetic import ensure_synthetic_dataset
 from tubelet.data.transforms import EvalTransform, TrainTransform
-from tubelet.engine.run import RunDir, seed_everything, versions
 from tubelet.engine.trainer import OptimConfig, Trainer
-from tubelet.jobs.common import Progress, TrainJob, check_same_run, jsonable, runtime_config
+from tubelet.jobs.common import Progress, TrainJob, jsonable, open_run, runtime_config
 from tubelet.models import architecture_args, create_model
 from tubelet.models.videomae import CLASSIFIER_OF, VideoMAEPretrain
 from tubelet.nn.masking import patchify, unpatchify
@@ -55,14 +54,8 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     stride, size, epochs, batch_size, lr, weight_decay, warmup_epochs, accumulate, precision,
     bad_files, workers, seed and the runtime switches. Labels are never read.
     """
-    run = RunDir(Path(job.out))
     data_root = Path(job.data) if job.data else ensure_synthetic_dataset(progress=on_data)
-    config = {**jsonable(job), "data": str(data_root), "versions": versions()}
-    previous = run.read_config()
-    if previous is not None:
-        check_same_run(previous, config, run.root)
-    run.write_config(config)
-    seed_everything(job.seed)
+    run = open_run(job, {**jsonable(job), "data": str(data_root)})
 
     if job.model not in CLASSIFIER_OF:
         raise ValueError(
