@@ -17,6 +17,7 @@ The `ImportReport` that `load_checkpoint` returns (and logs) names each such key
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,14 +109,23 @@ def list_formats() -> list[str]:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a `.safetensors` file, a `torch.save` file (`.pt`/`.pth`/`.bin`), or a folder
-    holding `model.safetensors` (or a Hugging Face `pytorch_model.bin`). Wrappers such as
-    {"state_dict": ...} or {"model": ...} are unwrapped."""
+    holding `model.safetensors` (or a Hugging Face `pytorch_model.bin`, or a diffusers
+    `diffusion_pytorch_model.safetensors`, whole or in shards listed by its `.index.json`). Wrappers
+    such as {"state_dict": ...} or {"model": ...} are unwrapped."""
     path = Path(path)
+    index = path / "diffusion_pytorch_model.safetensors.index.json"
+    if path.is_dir() and index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state.update(load_file(str(path / shard)))
+        return state
     if path.is_dir():
         candidates = [
             path / "model.safetensors",
             path / "best" / "model.safetensors",
             path / "pytorch_model.bin",
+            path / "diffusion_pytorch_model.safetensors",
         ]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
@@ -197,6 +207,7 @@ def _tubelet(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return state
 
 
+from tubelet.convert import diffusers as _diffusers  # noqa: E402,F401  (registers its format)
 from tubelet.convert import pytorchvideo as _pytorchvideo  # noqa: E402,F401  (registers its formats)
 from tubelet.convert import raft as _raft  # noqa: E402,F401  (registers its format)
 from tubelet.convert import torchvision as _torchvision  # noqa: E402,F401  (registers its format)

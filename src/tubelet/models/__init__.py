@@ -27,6 +27,8 @@ from tubelet.models import (
     videoprism,  # noqa: F401
     vit_video,  # noqa: F401
     vjepa2,  # noqa: F401
+    wan_dit,  # noqa: F401
+    wan_vae,  # noqa: F401
 )
 from tubelet.models.registry import (
     architecture_args,

@@ -4,7 +4,7 @@ Each model has a kind, which says what its `forward` takes and gives: "video" (a
 following the `VideoClassifier` contract, the default), "features" (a classifier over per-frame
 feature sequences), "pretrain" (self-supervised pre-training), "flow" (optical flow between two
 images), "detection" (temporal action detection over feature sequences), "generation" (a video
-denoiser).
+denoiser), "autoencoder" (a video VAE: `encode` to latents, `decode` back).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ ModelFn = Callable[..., nn.Module]
 _MODELS: dict[str, ModelFn] = {}
 _WEIGHT_INIT_ARGS: dict[str, tuple[str, ...]] = {}
 _KINDS: dict[str, str] = {}
-KINDS = ("video", "features", "pretrain", "flow", "detection", "generation")
+KINDS = ("video", "features", "pretrain", "flow", "detection", "generation", "autoencoder")
 
 
 def register_model(

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from tubelet.nn.factories import NormFactory
 from tubelet.nn.rope import apply_rope
 
 
@@ -36,6 +37,11 @@ class Attention(nn.Module):
 
     `softcap` bounds the scores as `softcap * tanh(s / softcap)` before the softmax (VideoPrism,
     as Gemma 2); the fused kernel has no such step, so those layers compute the scores explicitly.
+
+    `qk_norm`, a norm factory such as `partial(nn.RMSNorm, eps=1e-6)`, normalises queries and keys
+    over all heads' channels (width D) before the heads are split and turned, as Wan 2.1 does to
+    keep attention logits bounded (Dehghani et al. 2023, "Scaling Vision Transformers to 22B",
+    sec. 3.1, normalise per head; Wan across heads).
     """
 
     def __init__(
@@ -47,6 +53,7 @@ class Attention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         softcap: float | None = None,
+        qk_norm: NormFactory | None = None,
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -54,6 +61,8 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.q_norm = qk_norm(dim) if qk_norm is not None else None
+        self.k_norm = qk_norm(dim) if qk_norm is not None else None
         self.attn_drop = attn_drop
         self.softcap = softcap
         self.proj = nn.Linear(dim, dim)
@@ -65,7 +74,12 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(x), "b l (s h d) -> s b h l d", s=3, h=self.num_heads)
+        if self.q_norm is None or self.k_norm is None:
+            q, k, v = rearrange(self.qkv(x), "b l (s h d) -> s b h l d", s=3, h=self.num_heads)
+        else:
+            q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, L, D) each
+            q, k = self.q_norm(q), self.k_norm(k)
+            q, k, v = (rearrange(t, "b l (h d) -> b h l d", h=self.num_heads) for t in (q, k, v))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if mask is not None and mask.dtype != torch.bool:
@@ -104,9 +118,11 @@ class CrossAttention(nn.Module):
     `v` to `inner_dim` (default D) and `proj` back to D (an identity when `out_proj=False`, as in
     V-JEPA 2's pooler).
 
-    `forward(queries, tokens, scale=None, query_gain=None)`: scores are (q * query_gain) . k * scale
-    (`scale` defaults to head_dim^-0.5; `query_gain` (head_dim,) is a learned per-channel factor,
-    VideoPrism's `per_dim_scale`).
+    `forward(queries, tokens, scale=None, query_gain=None, mask=None)`: scores are
+    (q * query_gain) . k * scale (`scale` defaults to head_dim^-0.5; `query_gain` (head_dim,) is a
+    learned per-channel factor, VideoPrism's `per_dim_scale`); `mask` (B, L) boolean leaves out
+    the tokens marked False (a text's padding). `tokens_dim` is the tokens' width when it is not
+    D (text embeddings); `qk_norm` as in `Attention` (Wan's cross-attention to the text).
     """
 
     def __init__(
@@ -115,8 +131,10 @@ class CrossAttention(nn.Module):
         num_heads: int,
         *,
         inner_dim: int | None = None,
+        tokens_dim: int | None = None,
         qkv_bias: bool = True,
         out_proj: bool = True,
+        qk_norm: NormFactory | None = None,
     ) -> None:
         super().__init__()
         inner = inner_dim or dim
@@ -125,8 +143,10 @@ class CrossAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = inner // num_heads
         self.q = nn.Linear(dim, inner, bias=qkv_bias)
-        self.k = nn.Linear(dim, inner, bias=qkv_bias)
-        self.v = nn.Linear(dim, inner, bias=qkv_bias)
+        self.k = nn.Linear(tokens_dim or dim, inner, bias=qkv_bias)
+        self.v = nn.Linear(tokens_dim or dim, inner, bias=qkv_bias)
+        self.q_norm = qk_norm(inner) if qk_norm is not None else None
+        self.k_norm = qk_norm(inner) if qk_norm is not None else None
         self.proj = nn.Linear(inner, dim) if out_proj else nn.Identity()
 
     def forward(
@@ -135,14 +155,19 @@ class CrossAttention(nn.Module):
         tokens: torch.Tensor,
         scale: float | None = None,
         query_gain: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         heads = self.num_heads
-        q = rearrange(self.q(queries), "b q (h d) -> b h q d", h=heads)  # (B, heads, Q, d)
+        q, k = self.q(queries), self.k(tokens)  # (B, Q, inner), (B, L, inner)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = rearrange(q, "b q (h d) -> b h q d", h=heads)  # (B, heads, Q, d)
         if query_gain is not None:
             q = q * query_gain
-        k = rearrange(self.k(tokens), "b l (h d) -> b h l d", h=heads)  # (B, heads, L, d)
+        k = rearrange(k, "b l (h d) -> b h l d", h=heads)  # (B, heads, L, d)
         v = rearrange(self.v(tokens), "b l (h d) -> b h l d", h=heads)
-        out = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (B, heads, Q, d)
+        attn_mask = mask[:, None, None, :] if mask is not None else None  # (B, 1, 1, L)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
         return self.proj(rearrange(out, "b h q d -> b q (h d)"))
 
 

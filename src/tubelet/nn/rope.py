@@ -72,3 +72,28 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     pairs = x.unflatten(-1, (-1, 2))  # (..., N, d/2, 2)
     partner = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)  # (..., N, d)
     return x * cos.to(x.dtype) + partner * sin.to(x.dtype)
+
+
+def wan_rope_3d(
+    grid: tuple[int, int, int],
+    head_dim: int,
+    *,
+    theta: float = 10000.0,
+    device: torch.device | None = None,
+) -> tuple[Tensor, Tensor]:
+    """(cos, sin), each (N, head_dim) float32, in Wan 2.1's layout (`WanRotaryPosEmbed`): the
+    head's channels are split into time, row and column bands, 2 * (d // 6) channels to each
+    spatial axis and the rest to time; in a band of c channels, pair (2i, 2i+1) turns by
+    p * theta^(-2i / c), both channels of the pair by the same angle (RoFormer's rotation).
+    Angles are computed in float64, as Wan does."""
+    space = 2 * (head_dim // 6)
+    bands = (head_dim - 2 * space, space, space)
+    if head_dim % 2 or min(bands) < 2:
+        raise ValueError(f"Wan's 3D RoPE needs an even head dim of at least 6, got {head_dim}")
+    pos = grid_positions(grid, device).double()  # (3, N)
+    angles = []
+    for axis, band in enumerate(bands):
+        freqs = theta ** (-torch.arange(0, band, 2, dtype=torch.float64, device=device) / band)
+        angles.append((pos[axis][:, None] * freqs).repeat_interleave(2, dim=1))  # (N, band)
+    table = torch.cat(angles, dim=1)  # (N, head_dim)
+    return table.cos().float(), table.sin().float()
