@@ -26,6 +26,9 @@ from tubelet.cli.common import (
     run_job,
 )
 
+# `--head` with `--features`: the probe over cached tokens (`tubelet.models.probes`).
+PROBES = {"attentive": "attentive_probe", "linear": "frame_mean"}
+
 
 @app.command(short_help="Train a model (any task); resumes an interrupted run.")
 def train(
@@ -97,6 +100,28 @@ def train(
         Path | None,
         typer.Option(help="A `tubelet extract` folder: train a temporal head on its features."),
     ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Published weights to start from (see --checkpoint-format)."),
+    ] = None,
+    checkpoint_format: Annotated[
+        str | None,
+        typer.Option(help="Format of --checkpoint: transformers, torchvision, ..."),
+    ] = None,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            help="attentive (V-JEPA 2's probe) or linear (on the mean of the tokens); with "
+            "--features: the probe trained on them."
+        ),
+    ] = None,
+    freeze_backbone: Annotated[
+        bool, typer.Option("--freeze-backbone", help="Train the head only (a probe).")
+    ] = False,
+    layer_decay: Annotated[
+        float | None,
+        typer.Option(help="Layer-wise lr decay for full fine-tuning, e.g. 0.75."),
+    ] = None,
 ) -> None:
     """Train a model (action recognition by default); resumes the run in --out if interrupted."""
     from tubelet.engine.distributed import launched_rank
@@ -104,8 +129,11 @@ def train(
     from tubelet.jobs import train as train_job
     from tubelet.jobs.finetune import pretrained_classifier
 
+    if head is not None and head not in PROBES:
+        raise typer.BadParameter(f"--head must be one of {', '.join(PROBES)}, not {head!r}")
     if model is None and features is not None and task == "classification":
-        model = "frame_transformer"  # the default head on cached features
+        # the default head on cached features; a probe when --head names one
+        model = PROBES[head] if head else "frame_transformer"
     finetune = init is not None and task == "classification"
     model = model or run_job(
         lambda: pretrained_classifier(init) if finetune else default_model(task)
@@ -135,6 +163,11 @@ def train(
         bad_files=bad_files,
         workers=default_workers() if workers is None else workers,
         seed=seed,
+        checkpoint=checkpoint,
+        checkpoint_format=checkpoint_format,
+        head=None if features is not None else head,
+        freeze_backbone=freeze_backbone,
+        layer_decay=layer_decay,
     )
     summary = run_job(lambda: train_job(job, on_data=data_bar()))
     if launched_rank() != 0:  # under torchrun, rank 0 prints

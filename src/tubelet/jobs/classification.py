@@ -24,6 +24,7 @@ from tubelet.engine.trainer import Trainer, evaluate_loader
 from tubelet.io import VideoReader
 from tubelet.jobs.common import Progress, TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.jobs.finetune import finetune_groups, init_model_args
+from tubelet.jobs.probe import freeze_backbone, layer_decay_groups, start_from_checkpoint
 from tubelet.models import architecture_args, create_model
 from tubelet.tasks import ClassificationTask
 
@@ -45,12 +46,34 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     val_set, _ = build_dataset(data_root, "val", train=False, **common)
     num_classes = len(annotations.classes)
     model_args = {**job.model_args, "num_classes": num_classes}
+    if job.head is not None:
+        model_args["head"] = job.head
     if job.init:  # the encoder's shape comes from the pre-training run
         model_args = {**init_model_args(job.init, job.model), **model_args}
-    model = create_model(job.model, **model_args)
+    if job.checkpoint is not None:  # published weights; the architecture from the checkpoint
+        model, model_args = start_from_checkpoint(
+            job.model, job.checkpoint, job.checkpoint_format, num_classes=num_classes,
+            model_args={k: v for k, v in model_args.items() if k != "num_classes"},
+        )  # fmt: skip
+    else:
+        try:
+            model = create_model(job.model, **model_args)
+        except TypeError:
+            if job.head is None:
+                raise
+            raise ValueError(
+                f"--head: {job.model} has no choice of head; it applies to vjepa2_* and "
+                "videoprism_b / videoprism_l"
+            ) from None
     groups = None
+    if job.freeze_backbone:
+        freeze_backbone(model)
     if job.init:  # its weights, a new head, layer-wise learning-rate decay
         groups = finetune_groups(model, job.init, lr=job.lr, weight_decay=job.weight_decay)
+    elif job.layer_decay is not None:
+        groups = layer_decay_groups(
+            model, lr=job.lr, weight_decay=job.weight_decay, decay=job.layer_decay
+        )
     spec = {
         "model": job.model,
         "model_args": architecture_args(job.model, model_args),

@@ -49,6 +49,12 @@ class TrainJob:
     channels_last: bool = False
     compile: bool = False
     fsdp: bool = False
+    # Probes and fine-tuning from a published checkpoint (`tubelet.jobs.probe`).
+    checkpoint: Path | None = None  # weights to start from (any `tubelet.convert` format)
+    checkpoint_format: str | None = None
+    head: str | None = None  # the model's head ("attentive", "linear"); with --features: the probe
+    freeze_backbone: bool = False  # train the head only
+    layer_decay: float | None = None  # layer-wise learning-rate decay for full fine-tuning
 
 
 # Switches that change memory, speed or devices but not what is learnt: a run may resume with others.

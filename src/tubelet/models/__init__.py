@@ -15,6 +15,7 @@ from tubelet.models import (
     actionformer,  # noqa: F401
     frame2d,  # noqa: F401
     i3d,  # noqa: F401
+    probes,  # noqa: F401
     raft,  # noqa: F401
     resnet3d,  # noqa: F401
     s3d,  # noqa: F401

@@ -25,7 +25,12 @@ class VideoClassifier(nn.Module, ABC):
     every dim after the channel dim, then applies dropout (`head_drop`) and the linear `fc`; these
     names match torchvision's, so its checkpoints load key for key. A subclass whose features are
     not laid out channel-first (tokens, a class token) overrides `pool_features`.
+
+    `head_modules` names the child modules that make up the head (what a frozen-backbone probe
+    trains); every other parameter belongs to the backbone.
     """
+
+    head_modules: tuple[str, ...] = ("fc",)
 
     def __init__(self, *, num_features: int, num_classes: int, dropout: float = 0.0) -> None:
         super().__init__()

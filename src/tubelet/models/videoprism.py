@@ -287,6 +287,8 @@ class VideoPrism(VideoClassifier):
     scores (None: plain attention).
     """
 
+    head_modules = ("pooler", "fc")
+
     def __init__(
         self,
         *,
@@ -333,6 +335,25 @@ class VideoPrism(VideoClassifier):
         """(B, C, T, H, W) -> tokens laid out as (B, D, T, h, w)."""
         h = x.shape[3] // self.encoder.patch_size
         return rearrange(self.tokens(x), "b t (h w) d -> b d t h w", h=h)
+
+    def layer_of(self, name: str) -> int:
+        """The depth of parameter `name` for layer-wise learning rates: 0 for the patch embedding
+        and spatial table, then the spatial blocks, the temporal table and blocks, the auxiliary
+        blocks of a video-text model, and last everything else (norms, heads, text tower)."""
+        spatial = len(self.encoder.spatial_blocks)
+        temporal = len(self.encoder.temporal_blocks)
+        parts = name.split(".")
+        if name.startswith(("encoder.patch_embed.", "encoder.spatial_pos")):
+            return 0
+        if name.startswith("encoder.spatial_blocks."):
+            return int(parts[2]) + 1
+        if name.startswith(("encoder.spatial_norm.", "encoder.temporal_pos")):
+            return spatial + 1
+        if name.startswith("encoder.temporal_blocks."):
+            return spatial + int(parts[2]) + 1
+        if name.startswith("aux_blocks."):
+            return spatial + temporal + int(parts[1]) + 1
+        return spatial + temporal + len(getattr(self, "aux_blocks", ())) + 1
 
     def pool_features(self, feats: Tensor) -> Tensor:
         """(B, D, T, h, w) -> (B, D): the attention-pooling head's output, or the token mean."""

@@ -165,6 +165,8 @@ class VideoViT(VideoClassifier):
     Clips must tile into tubes: T divisible by `tubelet_size`, H and W by `patch_size`.
     """
 
+    head_modules = ("fc_norm", "fc")
+
     def __init__(
         self,
         *,

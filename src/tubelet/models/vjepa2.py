@@ -80,8 +80,8 @@ class PoolerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -96,15 +96,16 @@ class CrossBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, queries: Tensor, tokens: Tensor) -> Tensor:
-        x = queries + self.attn(queries, self.norm1(tokens))
+    def forward(self, queries: Tensor, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = queries + self.attn(queries, self.norm1(tokens), mask=mask)
         return x + self.mlp(self.norm2(x))
 
 
 class AttentivePooler(nn.Module):
     """Tokens (B, L, D) -> one vector (B, D): `depth` self-attention blocks over the tokens, then
     a learned query cross-attends to them (V-JEPA 2's attentive probe; Hugging Face
-    `VJEPA2AttentivePooler`, whose weights map onto these key for key)."""
+    `VJEPA2AttentivePooler`, whose weights map onto these key for key). `forward(tokens, mask)`:
+    `mask` (B, L) bool, True = a real token; padding is never attended to."""
 
     def __init__(
         self,
@@ -125,11 +126,12 @@ class AttentivePooler(nn.Module):
         init_vit_weights(self)
         nn.init.trunc_normal_(self.query_tokens, std=0.02)
 
-    def forward(self, tokens: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        keys = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, L)
         for block in self.blocks:
-            tokens = block(tokens)
+            tokens = block(tokens, keys)
         queries = self.query_tokens.expand(tokens.shape[0], -1, -1)  # (B, 1, D)
-        return self.cross_block(queries, tokens)[:, 0]  # (B, D)
+        return self.cross_block(queries, tokens, mask)[:, 0]  # (B, D)
 
 
 class VJEPA2(VideoClassifier):
@@ -143,6 +145,8 @@ class VJEPA2(VideoClassifier):
     than `tubelet_size` frames (an image) is repeated to fill one tube, as Hugging Face does.
     Otherwise T must be divisible by `tubelet_size`, H and W by `patch_size`.
     """
+
+    head_modules = ("pooler", "fc")
 
     def __init__(
         self,
@@ -206,6 +210,15 @@ class VJEPA2(VideoClassifier):
             tokens = self.maybe_checkpoint(block, tokens, cos, sin)
         tokens = self.norm(tokens)
         return rearrange(tokens, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
+
+    def layer_of(self, name: str) -> int:
+        """The depth of parameter `name` for layer-wise learning rates: 0 for the tubelet
+        embedding, i + 1 for block i, len(blocks) + 1 for the final norm and the head."""
+        if name.startswith("patch_embed."):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return len(self.blocks) + 1
 
     def pool_features(self, feats: Tensor) -> Tensor:
         """(B, D, t, h, w) -> (B, D): the attentive pooler's output, or the mean of the tokens."""

@@ -1,0 +1,86 @@
+"""Frozen-backbone probes and fine-tuning from a published checkpoint (`tubelet train
+--checkpoint FOLDER --checkpoint-format FORMAT [--freeze-backbone] [--head H] [--layer-decay D]`).
+
+- `start_from_checkpoint`: the model built from an imported checkpoint (the architecture from the
+  checkpoint, the head replaced when the classes differ) and the builder arguments that rebuild it.
+- `freeze_backbone`: only the head (`head_modules` of a `VideoClassifier`: `fc`, or the attentive
+  pooler and `fc`) trains; the frozen backbone's activations are not recorded for backward, so a
+  probe costs a forward pass of the backbone per step.
+- `layer_decay_groups`: for full fine-tuning, layer-wise learning rates (BEiT, section 2.4; the
+  recipe of VideoMAE and V-JEPA 2): a model's `layer_of(name)` gives each parameter's depth l of
+  L + 1, which learns at `decay ** (L + 1 - l)` of the peak rate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from tubelet.convert import architecture_from_checkpoint
+from tubelet.models import create_model
+
+
+def start_from_checkpoint(
+    name: str,
+    checkpoint: Path,
+    checkpoint_format: str | None,
+    *,
+    num_classes: int,
+    model_args: dict[str, Any],
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Model `name` with the weights of `checkpoint`, and the builder arguments that rebuild it
+    (the checkpoint's own architecture, `model_args` over it, `num_classes`).
+
+    A checkpoint with a head of other classes keeps its backbone (and pooler); its `fc` is replaced
+    by a new one of `num_classes` outputs.
+    """
+    args = {**architecture_from_checkpoint(name, checkpoint, checkpoint_format), **model_args}
+    model = create_model(
+        name, checkpoint=str(checkpoint), checkpoint_format=checkpoint_format, **args
+    )
+    if getattr(model, "num_classes", num_classes) != num_classes:
+        model.reset_classifier(num_classes)
+    return model, {**args, "num_classes": num_classes}
+
+
+def freeze_backbone(model: nn.Module) -> int:
+    """Freeze every parameter outside the model's `head_modules`; return how many values train."""
+    heads = getattr(model, "head_modules", None)
+    if heads is None:
+        raise ValueError(
+            f"{type(model).__name__} names no head (head_modules): --freeze-backbone needs a "
+            "video classifier"
+        )
+    trainable = 0
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.split(".")[0] in heads)
+        trainable += param.numel() if param.requires_grad else 0
+    return trainable
+
+
+def layer_decay_groups(
+    model: nn.Module, *, lr: float, weight_decay: float, decay: float
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups with layer-wise learning rates from `model.layer_of`; biases and
+    normalisation weights (1-D) get no weight decay. The top layer's groups come first."""
+    if not hasattr(model, "layer_of"):
+        raise ValueError(
+            f"--layer-decay needs a model made of blocks (layer_of); {type(model).__name__} is not"
+        )
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"--layer-decay must be in (0, 1], got {decay}")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    top = max(model.layer_of(n) for n, _ in params)
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, param in params:
+        layer = model.layer_of(name)
+        no_decay = param.ndim <= 1
+        group = groups.setdefault(
+            (layer, no_decay),
+            {"params": [], "lr": lr * decay ** (top - layer),
+             "weight_decay": 0.0 if no_decay else weight_decay},
+        )  # fmt: skip
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups, key=lambda k: (-k[0], k[1]))]
