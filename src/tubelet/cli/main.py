@@ -192,20 +192,47 @@ def evaluate(
     views: Annotated[str, typer.Option(help="CLIPSxCROPS views per video, e.g. 2x3.")] = "1x1",
     batch_size: Annotated[int, typer.Option()] = 8,
     workers: Annotated[int | None, typer.Option()] = None,
+    zero_shot: Annotated[
+        bool,
+        typer.Option(
+            "--zero-shot", help="Name each class by its text (a video-text model; needs --model)."
+        ),
+    ] = False,
+    model: Annotated[
+        str | None, typer.Option(help="With --zero-shot: the video-text model.")
+    ] = None,
+    checkpoint_format: Annotated[
+        str, typer.Option(help="With --zero-shot: the format of --checkpoint.")
+    ] = "transformers",
 ) -> None:
     """Evaluate a trained model on the val split with multi-view testing (detectors: mAP per tIoU)."""
-    if run_job(lambda: detect.is_detection_run(checkpoint)):
-        return detect.evaluate_detection(checkpoint, data, batch_size)
     from tubelet.jobs import default_workers
-    from tubelet.jobs.classification import evaluate as evaluate_job
 
-    clips, crops = parse_views(views)
-    metrics = run_job(
-        lambda: evaluate_job(
-            checkpoint, data=data, clips=clips, crops=crops, batch_size=batch_size,
-            workers=default_workers() if workers is None else workers,
-        )
-    )  # fmt: skip
+    workers = default_workers() if workers is None else workers
+    if zero_shot:
+        from tubelet.jobs.zero_shot import evaluate_zero_shot
+
+        if model is None or data is None:
+            raise typer.BadParameter("--zero-shot needs --model (a video-text model) and --data")
+        metrics = run_job(
+            lambda: evaluate_zero_shot(
+                data, model=model, checkpoint=checkpoint, checkpoint_format=checkpoint_format,
+                batch_size=batch_size, workers=workers,
+            )
+        )  # fmt: skip
+        views = "zero-shot"
+    else:
+        if run_job(lambda: detect.is_detection_run(checkpoint)):
+            return detect.evaluate_detection(checkpoint, data, batch_size)
+        from tubelet.jobs.classification import evaluate as evaluate_job
+
+        clips, crops = parse_views(views)
+        metrics = run_job(
+            lambda: evaluate_job(
+                checkpoint, data=data, clips=clips, crops=crops, batch_size=batch_size,
+                workers=workers,
+            )
+        )  # fmt: skip
     table = Table(title=f"{checkpoint.name}: {views} views")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -223,20 +250,46 @@ def predict(
     top_k: Annotated[int, typer.Option(help="How many classes to show.")] = 5,
     views: Annotated[str, typer.Option(help="CLIPSxCROPS views, averaged.")] = "1x1",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    labels: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--labels", help="Zero-shot: a class text, repeatable (a video-text --model)."
+        ),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="With --labels: the video-text model.")] = None,
+    checkpoint_format: Annotated[
+        str, typer.Option(help="With --labels: the format of --checkpoint.")
+    ] = "transformers",
 ) -> None:
-    """Classify one video with a trained model."""
-    from tubelet.jobs.classification import predict as predict_job
+    """Classify one video with a trained model, or rank texts (--labels) with a video-text model."""
+    if labels:
+        from tubelet.jobs.zero_shot import predict_zero_shot
 
-    clips, crops = parse_views(views)
-    top = run_job(lambda: predict_job(checkpoint, video, top_k=top_k, clips=clips, crops=crops))
+        if model is None:
+            raise typer.BadParameter("--labels needs --model (videoprism_lvt_b, videoprism_lvt_l)")
+        ranked = run_job(
+            lambda: predict_zero_shot(
+                video, labels, model=model, checkpoint=checkpoint,
+                checkpoint_format=checkpoint_format,
+            )
+        )  # fmt: skip
+        top = [{"class": r["label"], **r} for r in ranked[:top_k]]
+    else:
+        from tubelet.jobs.classification import predict as predict_job
+
+        clips, crops = parse_views(views)
+        top = run_job(lambda: predict_job(checkpoint, video, top_k=top_k, clips=clips, crops=crops))
     if as_json:
         print(json.dumps({"video": str(video), "predictions": top}, indent=2))
         return
     table = Table(title=video.name)
     table.add_column("class")
     table.add_column("probability", justify="right")
+    if labels:
+        table.add_column("similarity", justify="right")
     for row in top:
-        table.add_row(row["class"], f"{row['probability']:.3f}")
+        extra = [f"{row['similarity']:.3f}"] if labels else []
+        table.add_row(row["class"], f"{row['probability']:.3f}", *extra)
     console.print(table)
 
 
