@@ -64,9 +64,13 @@ def test_train_eval_predict_compare_end_to_end(tiny_dataset, tmp_path):
     train_args = [
         "train", "--data", data, "--model", "r2plus1d_18", "-m", "width=8", "--frames", 4,
         "--size", 32, "--epochs", 2, "--batch-size", 4, "--workers", 0, "--out", run,
+        "--log", "tensorboard",
     ]  # fmt: skip
     result = invoke(*train_args)
     assert result.exit_code == 0, result.output
+    for picture in ("curves.png", "confusion.png"):
+        assert (run / picture).stat().st_size > 0
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == 2
     assert 0.0 <= summary["val_top1"] <= 1.0

@@ -47,3 +47,17 @@ def test_two_processes_open_one_run_folder_without_racing(tmp_path):
     assert "holds a run with lr 0.1, not 0.2" in results[0]["refusal"]
     assert json.loads((root / "config.json").read_text())["lr"] == 0.1
     assert [p.name for p in root.iterdir()] == ["config.json"]
+
+
+def test_tensorboard_gets_each_epochs_numbers(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = RunDir(tmp_path, tensorboard=True)
+    for epoch in (1, 2):
+        run.log_metrics({"epoch": epoch, "train_loss": 1.0 / epoch, "val_top1": 0.25 * epoch})
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"train_loss", "val_top1"}
+    top1 = [(e.step, e.value) for e in events.Scalars("val_top1")]
+    assert top1 == [(1, 0.25), (2, 0.5)]
+    assert not (RunDir(tmp_path / "plain").root / "tensorboard").exists()

@@ -89,6 +89,13 @@ def train(
     workers: Annotated[int | None, typer.Option(help="Decoding worker processes.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path | None, typer.Option(help="Run folder (resumed if it exists).")] = None,
+    log: Annotated[
+        str,
+        typer.Option(
+            help="files (metrics.jsonl, summary.json, curves.png) or tensorboard (also TensorBoard "
+            "event files in RUN/tensorboard; pip install 'tubelet[tensorboard]')."
+        ),
+    ] = "files",
     init: Annotated[
         Path | None,
         typer.Option(
@@ -168,6 +175,7 @@ def train(
         head=None if features is not None else head,
         freeze_backbone=freeze_backbone,
         layer_decay=layer_decay,
+        log=log,
     )
     summary = run_job(lambda: train_job(job, on_data=data_bar()))
     if launched_rank() != 0:  # under torchrun, rank 0 prints

@@ -61,6 +61,13 @@ def pretrain(
     workers: Annotated[int | None, typer.Option(help="Decoding worker processes.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path | None, typer.Option(help="Run folder (resumed if it exists).")] = None,
+    log: Annotated[
+        str,
+        typer.Option(
+            help="files (metrics.jsonl, summary.json, curves.png) or tensorboard (also TensorBoard "
+            "event files in RUN/tensorboard; pip install 'tubelet[tensorboard]')."
+        ),
+    ] = "files",
 ) -> None:
     """Pre-train a VideoMAE encoder by reconstructing masked tubes; labels are ignored.
 
@@ -88,6 +95,7 @@ def pretrain(
         grad_checkpointing=grad_checkpointing,
         workers=default_workers() if workers is None else workers,
         seed=seed,
+        log=log,
     )
     summary = run_job(lambda: pretrain_job(job, on_data=data_bar()))
     table = Table(title=f"{model}: {job.out.name}")

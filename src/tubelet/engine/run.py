@@ -28,6 +28,7 @@ class RunDir:
     """
 
     root: Path
+    tensorboard: bool = False  # also write each epoch's numbers as TensorBoard scalars
 
     @property
     def best(self) -> Path:
@@ -60,14 +61,21 @@ class RunDir:
         kept = [r for r in self.read_metrics() if epoch is None or r.get("epoch", 0) < epoch]
         text = "".join(json.dumps(r) + "\n" for r in [*kept, record])
         atomic_write_text(self.root / "metrics.jsonl", text)
+        if self.tensorboard:
+            write_tensorboard(self.root / TENSORBOARD, record)
 
     def read_summary(self) -> dict[str, Any] | None:
         path = self.root / "summary.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        """Write `summary.json`, then draw the run's pictures from the folder (`tubelet.engine.plots`:
+        curves.png, and confusion.png for classification). Every task's run ends here."""
         if dist.dist_env().is_main:
             atomic_write_text(self.root / "summary.json", json.dumps(summary, indent=2))
+            from tubelet.engine.plots import plot_run
+
+            plot_run(self.root)
 
 
 def open_run_dir(
@@ -90,6 +98,30 @@ def open_run_dir(
     dist.init_distributed()
     dist.main_decides(decide)
     return run
+
+
+TENSORBOARD = "tensorboard"  # the event files' folder in a run folder
+
+
+def tensorboard_error() -> str | None:
+    """Why TensorBoard event files cannot be written here (one line with the fix), or None."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return "--log tensorboard needs the tensorboard package: pip install 'tubelet[tensorboard]'"
+    return None
+
+
+def write_tensorboard(folder: Path, record: dict[str, Any]) -> None:
+    """Add the numbers of one epoch's `record` to the TensorBoard event files in `folder`, at step
+    `record["epoch"]` (TensorBoard reads every event file of the folder as one run)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    step = record.get("epoch")
+    with SummaryWriter(log_dir=str(folder)) as writer:
+        for name, value in record.items():
+            if name != "epoch" and isinstance(value, int | float) and not isinstance(value, bool):
+                writer.add_scalar(name, value, global_step=step)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tubelet.engine.run import RunDir, open_run_dir, seed_everything, versions
+from tubelet.engine.run import RunDir, open_run_dir, seed_everything, tensorboard_error, versions
 from tubelet.engine.trainer import OptimConfig, RuntimeConfig
 
 Progress = Callable[[int, int], None]
@@ -55,10 +55,15 @@ class TrainJob:
     head: str | None = None  # the model's head ("attentive", "linear"); with --features: the probe
     freeze_backbone: bool = False  # train the head only
     layer_decay: float | None = None  # layer-wise learning-rate decay for full fine-tuning
+    log: str = "files"  # "tensorboard": also write TensorBoard event files into the run folder
 
 
 # Switches that change memory, speed or devices but not what is learnt: a run may resume with others.
 RUNTIME_FIELDS = ("grad_checkpointing", "channels_last", "compile", "fsdp")
+LOGS = (
+    "files",
+    "tensorboard",
+)  # what `--log` takes: the run folder's files only, or TensorBoard too
 
 
 def runtime_config(job: TrainJob) -> RuntimeConfig:
@@ -83,12 +88,23 @@ def open_run(job: TrainJob, config: dict[str, Any]) -> RunDir:
     """The run folder of `job` with `config` (its settings as JSON, plus what the task adds) and the
     library versions written in it; seeds everything. A folder that holds a run with other settings
     is refused (`check_same_run`). Under torchrun rank 0 alone checks and writes, and every process
-    stops with its message (`open_run_dir`)."""
+    stops with its message (`open_run_dir`). `job.log` may add TensorBoard event files."""
+    tensorboard = logs_to_tensorboard(job)
     config = {**config, "versions": versions()}
     root = Path(job.out)
     run = open_run_dir(root, config, lambda previous: check_same_run(previous, config, root))
     seed_everything(job.seed)
-    return run
+    return dataclasses.replace(run, tensorboard=tensorboard)
+
+
+def logs_to_tensorboard(job: TrainJob) -> bool:
+    """Whether `job.log` asks for TensorBoard event files; refuses, before anything is trained, a
+    log it does not know or cannot write."""
+    if job.log not in LOGS:
+        raise ValueError(f"unknown --log {job.log!r}; choose one of {', '.join(LOGS)}")
+    if job.log == "tensorboard" and (reason := tensorboard_error()) is not None:
+        raise ValueError(reason)
+    return job.log == "tensorboard"
 
 
 def optim_config(job: TrainJob) -> OptimConfig:
@@ -101,7 +117,7 @@ def optim_config(job: TrainJob) -> OptimConfig:
 
 def check_same_run(previous: dict[str, Any], config: dict[str, Any], root: Path) -> None:
     """Refuse to resume a run folder whose saved settings differ from `config` (but for epochs)."""
-    ignore = {"epochs", "versions", "workers", "out", *RUNTIME_FIELDS}
+    ignore = {"epochs", "versions", "workers", "out", "log", *RUNTIME_FIELDS}
     differs = sorted(k for k in config if k not in ignore and previous.get(k) != config[k])
     if differs:
         changes = ", ".join(f"{k}: {previous.get(k)!r} -> {config[k]!r}" for k in differs)
