@@ -162,3 +162,22 @@ def test_window_starts():
     assert window_starts(10, 4, 3).tolist() == [0, 3, 6]
     assert window_starts(3, 8, 2).tolist() == [0]
     assert window_starts(5, 1, 1).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_tokens_level_keeps_every_token_of_each_window(videos, tmp_path):
+    args = {"width": 24, "depth": 1, "num_heads": 2, "patch_size": 16, "head": "linear"}
+    torch.manual_seed(0)  # the model's random weights, here and by hand below
+    out = extract_features(
+        out=tmp_path / "t", videos=videos[:1], model="vjepa2_vitl", model_args=args,
+        level="tokens", window=4, stride=4, size=32, show_progress=False,
+    )  # fmt: skip
+    store = FeatureStore(out)
+    feats = store.load(str(videos[0].resolve()))
+    torch.manual_seed(0)
+    model = create_model("vjepa2_vitl", **args).eval()
+    clip = _frames(videos[0])[:, :, :4]  # the first window: 4 frames -> 2 x 2 x 2 tokens
+    with torch.no_grad():
+        tokens = model.forward_features(clip).flatten(2).transpose(1, 2)[0]  # (8, D)
+    assert store.meta["level"] == "tokens" and store.meta["dim"] == 24
+    assert feats.shape[1] == 24 and feats.shape[0] % 8 == 0
+    torch.testing.assert_close(feats[:8], tokens, atol=1e-5, rtol=1e-5)

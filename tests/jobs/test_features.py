@@ -71,3 +71,24 @@ def test_bad_settings(toy_features, tmp_path):
         jobs.train(_job(tmp_path / "b", toy_features, task="flow"), show_progress=False)
     with pytest.raises(FileNotFoundError, match="no features"):
         jobs.train(_job(tmp_path / "c", tmp_path), show_progress=False)
+
+
+def test_probes_train_on_features_and_only_the_ordered_one_tells_reversals_apart(
+    toy_features, tmp_path
+):
+    from typer.testing import CliRunner
+
+    from tubelet.cli.main import app
+
+    linear = jobs.train(_job(tmp_path / "lin", toy_features, model="linear_probe",
+                             model_args={"num_tokens": 6}), show_progress=False)  # fmt: skip
+    assert linear["val_reversal_acc"] == 1.0  # a weight per position sees the order
+    # `--head attentive` with `--features` trains V-JEPA 2's attentive probe on them.
+    result = CliRunner().invoke(app, [
+        "train", "--features", str(toy_features), "--head", "attentive", "--frames", "6",
+        "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "att"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "att" / "summary.json").read_text())["model"] == "attentive_probe"
+    bad = CliRunner().invoke(app, ["train", "--features", str(toy_features), "--head", "mlp"])
+    assert bad.exit_code == 2 and "--head must be one of" in bad.output

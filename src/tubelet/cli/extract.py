@@ -37,7 +37,8 @@ def extract(
         ),
     ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
     level: Annotated[
-        str, typer.Option(help="frame (one feature per frame) or clip (sliding windows).")
+        str,
+        typer.Option(help="frame (per frame), clip (per window) or tokens (a window's tokens)."),
     ] = "frame",
     window: Annotated[int, typer.Option(help="Frames per clip window.")] = 16,
     stride: Annotated[int, typer.Option(help="Frames between clip windows.")] = 8,

@@ -3,7 +3,8 @@
 A features folder holds:
 
 - `meta.json`: how the features were made: `model`, `model_args`, `checkpoint`, `level` ("frame":
-  one feature per frame; "clip": one per window of frames), `window` (frames per feature, 1 at frame
+  one feature per frame; "clip": one per window of frames; "tokens": every token of each window,
+  in the model's (t, h, w) order, for probes that pool tokens themselves), `window` (frames per feature, 1 at frame
   level), `stride` (frames between consecutive features), `size` and `crop` (the frames' short side
   and centre crop in pixels), `mean` / `std` (normalisation), `dim` (feature size D), `dtype` (as
   stored), `data` (the data folder, or None) and `classes` (its class names, or None);
@@ -37,7 +38,7 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 META = "meta.json"
-LEVELS = ("frame", "clip")
+LEVELS = ("frame", "clip", "tokens")
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 FEATURE_SAMPLINGS = ("uniform", "crop", "all")
 # meta.json keys that may differ between the runs writing one folder (they describe a run, not

@@ -10,6 +10,9 @@ reads and `tubelet train --features` trains on.
 - level "clip": windows of `window` frames every `stride` frames, each pooled by
   `forward_head(forward_features(clip), pre_logits=True)`; a video shorter than a window gives
   one window with its last frame repeated.
+- level "tokens": the same windows, each kept whole: its un-pooled features (B, D, *dims) become
+  prod(dims) tokens (in the model's order, e.g. (t, h, w)), all with the window's time. A frozen
+  backbone's tokens are what a probe (`tubelet train --features DIR --head attentive`) pools.
 
 A video that cannot be read is reported (and recorded in the folder) and skipped; the run goes on.
 Videos already in the folder are skipped, so an interrupted run resumes. Under `torchrun` each
@@ -204,8 +207,15 @@ class _Extractor:
                 parts = [self._frame_features(x) for x in chunks]
             else:
                 parts = list(self._clip_features(chunks, starts, n))
-        feats = torch.cat(parts).float().cpu()  # (N, D)
-        return feats, centre_times(torch.cat(pts), fps, starts, self.window), starts, fps, n
+        feats = torch.cat(parts).float().cpu()  # (N, D); N = windows * tokens at level "tokens"
+        times = centre_times(torch.cat(pts), fps, starts, self.window)
+        if self.level == "tokens":  # every token of a window carries the window's time and start
+            per_window = feats.shape[0] // len(starts)
+            times, starts = (
+                times.repeat_interleave(per_window),
+                starts.repeat_interleave(per_window),
+            )
+        return feats, times, starts, fps, n
 
     def _chunks(self, reader: VideoReader, pts: list[torch.Tensor]) -> Iterator[torch.Tensor]:
         """Normalised frames (C, F, S, S), DECODE_CHUNK frames at a time; appends their pts."""
@@ -243,7 +253,11 @@ class _Extractor:
                     idx = torch.arange(s, s + self.window).clamp(max=n - 1) - offset
                     clips.append(buffer[:, idx])  # (C, W, S, S)
                 batch = torch.stack(clips).to(self.device)  # (B, C, W, S, S)
-                yield self.model.forward_head(self.model.forward_features(batch), pre_logits=True)
+                feats = self.model.forward_features(batch)  # (B, D, *dims)
+                if self.level == "tokens":
+                    yield feats.flatten(2).transpose(1, 2).flatten(0, 1)  # (B * tokens, D)
+                else:
+                    yield self.model.forward_head(feats, pre_logits=True)  # (B, D)
             keep_from = (todo[0] if todo else decoded) - offset
             buffer, offset = buffer[:, keep_from:], offset + keep_from
 
