@@ -461,6 +461,7 @@ def _most_common(counts: Any) -> str:
 from tubelet.cli import (  # noqa: E402
     consolidate,  # noqa: F401
     detect,  # noqa: F401
+    doctor,  # noqa: F401
     extract,  # noqa: F401
     flow,  # noqa: F401
     generate,  # noqa: F401
