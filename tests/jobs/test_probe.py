@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from tubelet.jobs.probe import freeze_backbone, layer_decay_groups, start_from_checkpoint
+from tubelet.jobs.probe import (
+    clip_defaults,
+    freeze_backbone,
+    layer_decay_groups,
+    start_from_checkpoint,
+)
 from tubelet.models import create_model
 
 TINY = {"width": 24, "depth": 3, "num_heads": 2, "patch_size": 8, "num_classes": 3}
@@ -62,3 +67,20 @@ def test_start_from_a_classifier_folder_keeps_the_pooler_and_replaces_fc(tmp_pat
     assert model.num_classes == 3 and args["num_classes"] == 3 and args["width"] == 24
     rebuilt = create_model("vjepa2_vitl", **args)  # the spec's arguments rebuild it
     rebuilt.load_state_dict(model.state_dict())
+    # The clip comes from the checkpoint (frames per clip, crop) unless the options say otherwise.
+    assert clip_defaults("vjepa2_vitl", tmp_path, "transformers", frames=None, size=None) == (4, 16)
+    assert clip_defaults("vjepa2_vitl", tmp_path, "transformers", frames=6, size=None) == (6, 16)
+    assert clip_defaults("vjepa2_vitl", None, None, frames=None, size=None) == (8, 112)
+
+
+def test_a_checkpoint_with_other_pixel_statistics_is_refused_for_training(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    if not hasattr(transformers, "VideoPrismVisionModel"):
+        pytest.skip("this transformers has no VideoPrism")
+    config = transformers.VideoPrismVisionConfig(
+        hidden_size=16, num_attention_heads=2, intermediate_size=24, num_spatial_layers=1,
+        num_temporal_layers=1, tubelet_size=[1, 8, 8], image_size=16, num_frames=2,
+    )  # fmt: skip
+    transformers.VideoPrismVisionModel(config).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="normalised with mean"):
+        clip_defaults("videoprism_b", tmp_path, "transformers", frames=None, size=None)

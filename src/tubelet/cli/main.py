@@ -50,12 +50,16 @@ def train(
             "--model-arg", "-m", metavar="KEY=VALUE", help="Builder argument, repeatable."
         ),
     ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
-    frames: Annotated[int, typer.Option(help="Frames per clip (T).")] = 8,
+    frames: Annotated[
+        int | None, typer.Option(help="Frames per clip (T); 8, or --checkpoint's own.")
+    ] = None,
     sampling: Annotated[
         str, typer.Option(help="uniform (TSN segments) or dense (consecutive).")
     ] = "uniform",
     stride: Annotated[int, typer.Option(help="Frame stride of dense clips.")] = 2,
-    size: Annotated[int, typer.Option(help="Training crop side S in pixels.")] = 112,
+    size: Annotated[
+        int | None, typer.Option(help="Crop side S in pixels; 112, or --checkpoint's own.")
+    ] = None,
     epochs: Annotated[int, typer.Option()] = 10,
     batch_size: Annotated[int, typer.Option()] = 8,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = 1e-3,
@@ -135,6 +139,7 @@ def train(
     from tubelet.jobs import TrainJob, default_model, default_workers
     from tubelet.jobs import train as train_job
     from tubelet.jobs.finetune import pretrained_classifier
+    from tubelet.jobs.probe import clip_defaults
 
     if head is not None and head not in PROBES:
         raise typer.BadParameter(f"--head must be one of {', '.join(PROBES)}, not {head!r}")
@@ -144,6 +149,9 @@ def train(
     finetune = init is not None and task == "classification"
     model = model or run_job(
         lambda: pretrained_classifier(init) if finetune else default_model(task)
+    )
+    frames, size = run_job(
+        lambda: clip_defaults(model, checkpoint, checkpoint_format, frames=frames, size=size)
     )
     job = TrainJob(
         out=out or Path("runs") / model,

@@ -102,6 +102,31 @@ def architecture_from_checkpoint(
     return reader(name, Path(path)) if reader else {}
 
 
+PreprocessingReader = Callable[[str, Path], dict[str, Any] | None]
+_PREPROCESSING: dict[str, PreprocessingReader] = {}
+
+
+def register_preprocessing_reader(
+    name: str,
+) -> Callable[[PreprocessingReader], PreprocessingReader]:
+    """Register how format `name` reads a checkpoint's own preprocessing from its path."""
+
+    def wrap(fn: PreprocessingReader) -> PreprocessingReader:
+        _PREPROCESSING[name] = fn
+        return fn
+
+    return wrap
+
+
+def preprocessing_from_checkpoint(
+    name: str, path: str | Path, checkpoint_format: str | None
+) -> dict[str, Any] | None:
+    """How the checkpoint's model takes clips, as its source states it: `frames`, `size` (the
+    crop side), `mean` and `std` of [0, 1] pixels; None when the format does not say."""
+    reader = _PREPROCESSING.get(checkpoint_format or "tubelet")
+    return reader(name, Path(path)) if reader else None
+
+
 def list_formats() -> list[str]:
     """Every checkpoint format `create_model(checkpoint_format=...)` accepts."""
     return sorted(_FORMATS)

@@ -15,7 +15,11 @@ from typing import Any
 
 import torch
 
-from tubelet.convert import register_architecture_reader, register_format
+from tubelet.convert import (
+    register_architecture_reader,
+    register_format,
+    register_preprocessing_reader,
+)
 
 # tubelet model name -> (Hugging Face config dict -> builder arguments).
 CONFIG_READERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -69,6 +73,17 @@ def fresh_key(name: str, key: str, converted: frozenset[str]) -> str | None:
     if any(k.startswith(HEAD_PREFIXES[name]) for k in converted):
         return None  # the folder has a head: every one of its keys must be there
     return "the folder holds the backbone only; the probe head starts from its initialisation"
+
+
+# tubelet model name -> (config dict -> frames, size, mean, std), for the models that state them.
+PREPROCESSING: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+@register_preprocessing_reader("transformers")
+def preprocessing(name: str, path: Path) -> dict[str, Any] | None:
+    """The clip a folder's model takes (frames, crop side, mean, std), from its config.json."""
+    reader = PREPROCESSING.get(name)
+    return reader(read_config(path)) if reader else None
 
 
 @register_format("transformers", drop=dropped_key, fresh=fresh_key)
@@ -467,7 +482,16 @@ def _vjepa2_drop(key: str) -> str | None:
     return None
 
 
+def _vjepa2_preprocessing(config: dict[str, Any]) -> dict[str, Any]:
+    """V-JEPA 2's clips: `frames_per_clip` frames, `crop_size` crops, ImageNet statistics
+    (`VJEPA2VideoProcessor`)."""
+    c = {**_VJEPA2_DEFAULTS, **config}
+    return {"frames": int(c["frames_per_clip"]), "size": int(c["crop_size"]),
+            "mean": list(_HF_IMAGENET_MEAN), "std": list(_HF_IMAGENET_STD)}  # fmt: skip
+
+
 VJEPA2_MODELS = ("vjepa2_vitl", "vjepa2_vith", "vjepa2_vitg")
+PREPROCESSING.update(dict.fromkeys(VJEPA2_MODELS, _vjepa2_preprocessing))
 CONFIG_READERS.update(dict.fromkeys(VJEPA2_MODELS, _vjepa2_config))
 CONVERTERS.update(dict.fromkeys(VJEPA2_MODELS, _convert_vjepa2))
 DROPS.update(dict.fromkeys(VJEPA2_MODELS, _vjepa2_drop))
@@ -639,11 +663,19 @@ def _prism_drop(key: str) -> str | None:
     return None
 
 
+def _prism_preprocessing(config: dict[str, Any]) -> dict[str, Any]:
+    """VideoPrism's clips: `num_frames` frames of `image_size` pixels in [0, 1] (no mean/std)."""
+    c = {**_PRISM_VISION_DEFAULTS, **config.get("vision_config", config)}
+    return {"frames": int(c["num_frames"]), "size": _square(c, "image_size"),
+            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # fmt: skip
+
+
 PRISM_MODELS = ("videoprism_b", "videoprism_l")
 PRISM_LVT_MODELS = ("videoprism_lvt_b", "videoprism_lvt_l")
 CONFIG_READERS.update(dict.fromkeys(PRISM_MODELS, _prism_config))
 CONFIG_READERS.update(dict.fromkeys(PRISM_LVT_MODELS, _prism_lvt_config))
 CONVERTERS.update(dict.fromkeys(PRISM_MODELS + PRISM_LVT_MODELS, _convert_prism))
 DROPS.update(dict.fromkeys(PRISM_LVT_MODELS, _prism_drop))
+PREPROCESSING.update(dict.fromkeys(PRISM_MODELS + PRISM_LVT_MODELS, _prism_preprocessing))
 HEAD_PREFIXES.update(dict.fromkeys(PRISM_MODELS, ("pooler.", "fc.")))
 HEAD_PREFIXES.update(dict.fromkeys(PRISM_LVT_MODELS, ("fc.",)))

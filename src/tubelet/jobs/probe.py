@@ -18,8 +18,42 @@ from typing import Any
 
 from torch import nn
 
-from tubelet.convert import architecture_from_checkpoint
+from tubelet.convert import architecture_from_checkpoint, preprocessing_from_checkpoint
+from tubelet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tubelet.models import create_model
+
+# `tubelet train`'s clip when neither the options nor a checkpoint say otherwise.
+DEFAULT_FRAMES, DEFAULT_SIZE = 8, 112
+
+
+def clip_defaults(
+    model: str,
+    checkpoint: Path | None,
+    checkpoint_format: str | None,
+    *,
+    frames: int | None,
+    size: int | None,
+) -> tuple[int, int]:
+    """(frames, size) of the training clips: the options when given, else the checkpoint's own
+    (a published model's frames per clip and crop), else 8 frames of 112 px.
+
+    The data pipeline normalises with ImageNet's statistics; a checkpoint that states others
+    (VideoPrism takes [0, 1] pixels) is refused rather than fed wrong values.
+    """
+    pre = None
+    if checkpoint is not None:
+        pre = preprocessing_from_checkpoint(model, checkpoint, checkpoint_format)
+    if pre is not None and (
+        tuple(pre["mean"]) != tuple(IMAGENET_MEAN) or tuple(pre["std"]) != tuple(IMAGENET_STD)
+    ):
+        raise ValueError(
+            f"{model} from {checkpoint} takes pixels normalised with mean {pre['mean']} and std "
+            f"{pre['std']}; tubelet train normalises with ImageNet's, so it cannot train it yet "
+            "(zero-shot applies its own: tubelet predict --labels, tubelet eval --zero-shot)"
+        )
+    frames = frames or (pre["frames"] if pre else DEFAULT_FRAMES)
+    size = size or (pre["size"] if pre else DEFAULT_SIZE)
+    return frames, size
 
 
 def start_from_checkpoint(
