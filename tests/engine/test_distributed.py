@@ -63,24 +63,39 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_runs_the_train_command_on_two_processes(tiny_dataset, tmp_path):
-    out = tmp_path / "run"
+def test_torchrun_restarts_a_killed_worker_and_the_run_resumes(tiny_dataset, tmp_path):
+    """`torchrun --nproc-per-node 2 --max-restarts 1`: rank 1 is killed in the middle of epoch 2;
+    torchrun restarts both, they resume from epoch 1 (the last committed) and finish, with one
+    metrics line per epoch."""
+    out, weights = tmp_path / "run", tmp_path / "weights"
+    weights.mkdir()
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-port", str(free_port()), "-m", "tubelet", "train", "--data", str(tiny_dataset),
-        "--model", "r2plus1d_18", "-m", "width=4", "--frames", "4", "--size", "32",
-        "--epochs", "1", "--batch-size", "2", "--workers", "0", "--out", str(out),
-        "--grad-checkpointing", "--channels-last",
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--max-restarts",
+        "1", "--master-port", str(free_port()), str(Path(__file__).parents[1] / "launch_case.py"),
+        "train", "--data", str(tiny_dataset), "--model", "r2plus1d_18", "-m", "width=4",
+        "--frames", "4", "--size", "32", "--epochs", "2", "--batch-size", "2", "--workers", "0",
+        "--out", str(out), "--grad-checkpointing", "--channels-last",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    env = {
+        **os.environ, "OMP_NUM_THREADS": "1", "TUBELET_TEST_WEIGHTS": str(weights),
+        "TUBELET_TEST_KILL": "1",
+    }  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    attempts = sorted((weights / "resumed.txt").read_text().splitlines())
+    # attempt rank epoch: the first attempt started at epoch 0, the restart at epoch 1.
+    assert attempts == ["0 0 0", "0 1 0", "1 0 1", "1 1 1"]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in metrics] == [1, 2]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["processes"] == 2
+    assert summary["processes"] == 2 and summary["epochs"] == 2
     val_videos = len((tiny_dataset / "val.csv").read_text().splitlines())
     assert summary["val_num_videos"] == val_videos  # each validation video once, none twice
     assert result.stdout.count("Run folder:") == 1  # rank 0 prints the summary
-    assert (out / "best" / "model.safetensors").is_file()
+    node0, node1 = (load_file(weights / f"rank{r}.safetensors") for r in (0, 1))
+    saved = load_file(out / "last" / "model.safetensors")
+    for key in saved:
+        assert torch.equal(node0[key], node1[key]) and torch.equal(node0[key], saved[key]), key
     config = json.loads((out / "config.json").read_text())
     assert config["grad_checkpointing"] and config["channels_last"] and not config["fsdp"]
 

@@ -92,8 +92,31 @@ def init_distributed(timeout_s: float = 1800.0) -> DistEnv:
         backend = "nccl"
     else:
         backend = "gloo"
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    rank = int(os.environ["RANK"])
+    dist.init_process_group(
+        backend, store=_attempt_store(rank, world_size, timeout), rank=rank,
+        world_size=world_size, timeout=timeout,
+    )  # fmt: skip
     return dist_env()
+
+
+def _attempt_store(rank: int, world_size: int, timeout: datetime.timedelta) -> dist.Store:
+    """The key-value store at `MASTER_ADDR:MASTER_PORT` through which the processes find each other,
+    with keys of their own for torchrun's attempt (`TORCHELASTIC_RESTART_COUNT`).
+
+    torchrun serves that store from its agent and keeps it when it restarts the workers
+    (`--max-restarts`), so the restarted processes would otherwise read the addresses the killed
+    ones published and fail to connect ("Connection refused"). Without torchrun's agent, rank 0
+    serves the store.
+    """
+    agent_serves = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+        is_master=rank == 0 and not agent_serves, timeout=timeout, multi_tenant=True,
+    )  # fmt: skip
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"tubelet/attempt-{attempt}", store)
 
 
 def default_device(env: DistEnv | None = None) -> torch.device:
