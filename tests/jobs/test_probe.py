@@ -84,3 +84,31 @@ def test_a_checkpoint_with_other_pixel_statistics_is_refused_for_training(tmp_pa
     transformers.VideoPrismVisionModel(config).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="normalised with mean"):
         clip_defaults("videoprism_b", tmp_path, "transformers", frames=None, size=None)
+
+
+def test_a_run_of_another_head_gives_its_backbone_to_a_new_probe(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    trained = create_model("vjepa2_vitl", **{**TINY, "head": "linear"})
+    save_file(trained.state_dict(), str(tmp_path / "model.safetensors"))
+    args = {k: v for k, v in TINY.items() if k != "num_classes"}
+    for head, classes in (("attentive", 3), ("linear", 4)):
+        model, rebuilt = start_from_checkpoint(
+            "vjepa2_vitl", tmp_path, None, num_classes=classes, model_args={**args, "head": head}
+        )
+        assert rebuilt["head"] == head and model.num_classes == classes
+        for key, value in trained.state_dict().items():
+            if key.startswith("blocks."):
+                assert torch.equal(model.state_dict()[key], value)
+    # Same classes and head: the head loads too, unless a probe asks for a new one.
+    kept, _ = start_from_checkpoint("vjepa2_vitl", tmp_path, None, num_classes=3,
+                                    model_args={**args, "head": "linear"})  # fmt: skip
+    assert torch.equal(kept.fc.weight, trained.fc.weight)
+    new, _ = start_from_checkpoint("vjepa2_vitl", tmp_path, None, num_classes=3,
+                                   model_args={**args, "head": "linear"}, new_head=True)  # fmt: skip
+    assert not torch.equal(new.fc.weight, trained.fc.weight)
+    with pytest.raises(ValueError, match="does not fit"):  # the backbone itself must fit
+        start_from_checkpoint(
+            "vjepa2_vitl", tmp_path, None, num_classes=3, model_args={**args, "depth": 2}
+        )

@@ -197,13 +197,22 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
 
 
 def load_checkpoint(
-    model: nn.Module, name: str, path: str | Path, checkpoint_format: str | None = None
+    model: nn.Module,
+    name: str,
+    path: str | Path,
+    checkpoint_format: str | None = None,
+    *,
+    head: tuple[str, ...] = (),
+    new_head: bool = False,
 ) -> ImportReport:
     """Import the checkpoint at `path`, written in `checkpoint_format`, into `model` (named `name`).
 
+    `head` names top-level modules (a classifier's `head_modules`) whose tensors load only where
+    they fit (none with `new_head`); the rest keeps its initialisation: a new head on the
+    checkpoint's backbone.
     Returns (and logs) the report: how many tensors were loaded, which keys the format's drop rule
-    left out and which model keys its fresh rule left at their initialisation, and why. Anything
-    else that does not fit is refused.
+    (or a head that does not fit) left out and which model keys were left at their initialisation,
+    and why. Anything else that does not fit is refused.
     """
     fmt = checkpoint_format or "tubelet"
     if fmt not in _FORMATS:
@@ -219,6 +228,18 @@ def load_checkpoint(
         for k in own
         if k not in state and fresh is not None and (why := fresh(name, k, have)) is not None
     }
+    if head:  # the checkpoint's head where it fits the model's; a new one elsewhere
+        in_head = [k for k in {*state, *own} if k.split(".")[0] in head]
+        for key in in_head:
+            if key in state and new_head:
+                dropped[key] = "the checkpoint's head: a new head trains on its backbone"
+                del state[key]
+            elif key in state and (key not in own or state[key].shape != own[key].shape):
+                dropped[key] = "the checkpoint's head does not fit the model's: a new head trains"
+                del state[key]
+        for key in in_head:
+            if key in own and key not in state:
+                initialised.setdefault(key, "a new head: it starts from its initialisation")
     load_state_dict_strict(
         model, {**state, **{k: own[k] for k in initialised}}, f"{path} ({fmt} format)"
     )

@@ -54,6 +54,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         model, model_args = start_from_checkpoint(
             job.model, job.checkpoint, job.checkpoint_format, num_classes=num_classes,
             model_args={k: v for k, v in model_args.items() if k != "num_classes"},
+            new_head=job.freeze_backbone,  # a probe trains a head of its own
         )  # fmt: skip
     else:
         try:

@@ -18,7 +18,11 @@ from typing import Any
 
 from torch import nn
 
-from tubelet.convert import architecture_from_checkpoint, preprocessing_from_checkpoint
+from tubelet.convert import (
+    architecture_from_checkpoint,
+    load_checkpoint,
+    preprocessing_from_checkpoint,
+)
 from tubelet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tubelet.models import create_model
 
@@ -63,20 +67,24 @@ def start_from_checkpoint(
     *,
     num_classes: int,
     model_args: dict[str, Any],
+    new_head: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Model `name` with the weights of `checkpoint`, and the builder arguments that rebuild it
+    """Model `name` on the backbone of `checkpoint`, and the builder arguments that rebuild it
     (the checkpoint's own architecture, `model_args` over it, `num_classes`).
 
-    A checkpoint with a head of other classes keeps its backbone (and pooler); its `fc` is replaced
-    by a new one of `num_classes` outputs.
+    The backbone must fit exactly; the checkpoint's head (pooler, `fc`) loads where it fits the
+    model's (same kind of head, same classes) and the rest starts new, so a probe or a fine-tuning
+    run may change the head (`--head`) and the classes; with `new_head` (a probe) none of it
+    loads. What was loaded and left is logged.
     """
     args = {**architecture_from_checkpoint(name, checkpoint, checkpoint_format), **model_args}
-    model = create_model(
-        name, checkpoint=str(checkpoint), checkpoint_format=checkpoint_format, **args
-    )
-    if getattr(model, "num_classes", num_classes) != num_classes:
-        model.reset_classifier(num_classes)
-    return model, {**args, "num_classes": num_classes}
+    args["num_classes"] = num_classes
+    model = create_model(name, **args)
+    load_checkpoint(
+        model, name, checkpoint, checkpoint_format, head=getattr(model, "head_modules", ()),
+        new_head=new_head,
+    )  # fmt: skip
+    return model, args
 
 
 def freeze_backbone(model: nn.Module) -> int:
