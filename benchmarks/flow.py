@@ -205,9 +205,10 @@ def run_epe(args: argparse.Namespace) -> dict[str, Any]:
     model, spec = load_model(args.checkpoint)
     model.eval()
     config = json.loads((Path(args.checkpoint) / "config.json").read_text())
-    height, width = spec["size"]
+    assert spec.preprocessing is not None  # a flow model records its frame size
+    height, width = spec.preprocessing.crop_size
     data = held_out_set(config["seed"], height, width, length=args.pairs)
-    updates = args.updates or spec["num_flow_updates"]
+    updates = args.updates or spec.task_args["num_flow_updates"]
     task = FlowTask(eval_updates=updates)
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     methods = {

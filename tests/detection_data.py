@@ -9,6 +9,7 @@ from tubelet.data.untrimmed import ensure_untrimmed_dataset
 from tubelet.engine.checkpoint import save_model
 from tubelet.jobs.extract import extract_features
 from tubelet.models import create_model
+from tubelet.models.spec import ModelSpec
 
 
 def make_detection_data(root: Path) -> tuple[Path, Path, Path]:
@@ -19,7 +20,7 @@ def make_detection_data(root: Path) -> tuple[Path, Path, Path]:
     torch.manual_seed(0)
     args = {"num_classes": 10, "width": 8}
     save_model(root / "backbone" / "best", create_model("frame2d_resnet18", **args),
-               {"model": "frame2d_resnet18", "model_args": args})  # fmt: skip
+               ModelSpec("frame2d_resnet18", args, "classification"))  # fmt: skip
     features = extract_features(
         out=root / "features", data=data, checkpoint=root / "backbone", level="clip", window=4,
         stride=2, size=32, show_progress=False,

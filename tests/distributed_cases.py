@@ -17,6 +17,7 @@ from tubelet.data.loader import ShardSampler, ShuffleSampler
 from tubelet.engine import distributed as dist
 from tubelet.engine.run import RunDir, open_run_dir
 from tubelet.engine.trainer import OptimConfig, RuntimeConfig, Trainer, evaluate_loader
+from tubelet.models.spec import ModelSpec
 from tubelet.tasks import ClassificationTask
 from tubelet.tasks.detection import DetectionMeter
 from tubelet.tasks.flow import FlowMeter
@@ -89,7 +90,7 @@ def make_trainer(
         config=OptimConfig(
             epochs=epochs, lr=0.01, warmup_epochs=0.5, grad_clip=None, precision=precision
         ),
-        run=RunDir(Path(root)), spec={"model": "net", "model_args": {}}, show_progress=False,
+        run=RunDir(Path(root)), spec=ModelSpec("net", {}, "classification"), show_progress=False,
         runtime=RuntimeConfig(parallel=parallel, grad_checkpointing=checkpointing),
     )  # fmt: skip
 

@@ -10,6 +10,8 @@ import torch
 
 from tubelet.engine.checkpoint import save_model
 from tubelet.models import create_model
+from tubelet.models.spec import ModelSpec, Preprocessing
+from tubelet.normalization import SIGNED_MEAN, SIGNED_STD
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "flow.py"
 
@@ -45,10 +47,19 @@ def test_speed_report(bench, tmp_path):
 @pytest.mark.slow
 def test_epe_report(bench, tmp_path):
     run = tmp_path / "run"
-    save_model(run / "best", create_model("raft_small"), {
-        "model": "raft_small", "model_args": {}, "task": "flow", "num_flow_updates": 1,
-        "size": [64, 96],
-    })  # fmt: skip
+    save_model(
+        run / "best",
+        create_model("raft_small"),
+        ModelSpec(
+            model="raft_small",
+            model_args={},
+            task="flow",
+            task_args={"num_flow_updates": 1},
+            preprocessing=Preprocessing(
+                mean=SIGNED_MEAN, std=SIGNED_STD, crop=(64, 96), frames=2, sampling="dense"
+            ),
+        ),
+    )
     (run / "config.json").write_text(json.dumps({"seed": 0}))
     (run / "summary.json").write_text(json.dumps({"train_time_s": 1.0, "epochs": 1}))
     out = tmp_path / "epe.json"

@@ -6,6 +6,7 @@ from tubelet.cli.main import app
 from tubelet.engine.checkpoint import load_model, save_spec
 from tubelet.engine.sharded import save_sharded
 from tubelet.models import create_model
+from tubelet.models.spec import ModelSpec
 
 runner = CliRunner()
 
@@ -15,7 +16,7 @@ def test_consolidate_writes_whole_weights_that_load_model_reads(tmp_path):
     model = create_model("r2plus1d_18", **args)
     best = tmp_path / "run" / "best"
     save_sharded(best, model)  # one process: what load_model must read without consolidating
-    save_spec(best, {"model": "r2plus1d_18", "model_args": args})
+    save_spec(best, ModelSpec("r2plus1d_18", args, "classification"))
     loaded, _ = load_model(tmp_path / "run")
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), name

@@ -11,6 +11,8 @@ from tubelet.engine.checkpoint import save_model
 from tubelet.io import VideoReader, write_video
 from tubelet.io.flow import read_flo
 from tubelet.models import create_model
+from tubelet.models.spec import ModelSpec, Preprocessing
+from tubelet.normalization import SIGNED_MEAN, SIGNED_STD
 
 runner = CliRunner()
 
@@ -24,10 +26,19 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("flowcli")
     torch.manual_seed(0)
     model = create_model("raft_small")
-    save_model(root / "run" / "best", model, {
-        "model": "raft_small", "model_args": {}, "task": "flow", "num_flow_updates": 1,
-        "size": [64, 96],
-    })  # fmt: skip
+    save_model(
+        root / "run" / "best",
+        model,
+        ModelSpec(
+            model="raft_small",
+            model_args={},
+            task="flow",
+            task_args={"num_flow_updates": 1},
+            preprocessing=Preprocessing(
+                mean=SIGNED_MEAN, std=SIGNED_STD, crop=(64, 96), frames=2, sampling="dense"
+            ),
+        ),
+    )
     torch.save(model.state_dict(), root / "tv.pth")
     rng = np.random.default_rng(0)
     texture = rng.integers(0, 255, (9, 12, 3)).astype(np.uint8).repeat(8, 0).repeat(8, 1)

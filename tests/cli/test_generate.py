@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from tubelet.cli.main import app
 from tubelet.jobs.generation import measure_samples
+from tubelet.models.spec import read_spec
 
 runner = CliRunner()
 
@@ -42,12 +43,12 @@ def test_train_generate_and_measure(tiny_dataset, tmp_path):
     metrics = json.loads(out.with_suffix(".json").read_text())
     assert metrics["num_generated"] == 10 and metrics["num_real"] == 10
     assert 0 <= metrics["class_acc"] <= 1 and set(metrics["per_class_acc"]) == set(
-        json.loads((cls / "best" / "model.json").read_text())["classes"]
+        read_spec(cls).classes
     )
     assert metrics["fd"] >= 0 and 0 <= metrics["frame_diff"] <= 1
 
     # The classifier must see clips like the samples.
-    spec = json.loads((gen / "best" / "model.json").read_text())
+    spec = read_spec(gen)
     frames = torch.zeros(2, 6, 16, 16, 3, dtype=torch.uint8)
     with pytest.raises(ValueError, match="--frames 6"):
         measure_samples(frames, torch.tensor([0, 1]), spec, cls)

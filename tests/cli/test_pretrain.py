@@ -23,7 +23,8 @@ def test_pretrain_then_finetune_from_the_command_line(tmp_path, tiny_dataset):
     png = Image.open(run / "reconstruction.png")
     assert png.size[0] > png.size[1] / 12  # 4 frames a row, 3 rows per clip
     model, spec = load_model(run)
-    assert spec["model_args"]["mask_ratio"] == 0.75 and model.mask_ratio == 0.75
+    assert spec.model_args["mask_ratio"] == 0.75 and model.mask_ratio == 0.75
+    assert spec.task == "pretrain" and spec.preprocessing.frames == 4
     again = runner.invoke(app, args)  # finished: resumes with nothing left to do
     assert again.exit_code == 0, again.output
 
@@ -32,7 +33,7 @@ def test_pretrain_then_finetune_from_the_command_line(tmp_path, tiny_dataset):
     result = runner.invoke(app, [*ft, "--out", str(tuned)])
     assert result.exit_code == 0, result.output
     classifier, spec = load_model(tuned)
-    assert spec["model"] == "vit_t_16_video" and spec["model_args"]["width"] == 8
+    assert spec.model == "vit_t_16_video" and spec.model_args["width"] == 8
 
     bad = runner.invoke(app, [*ft, "--model", "r3d_18", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "video ViT classifier" in bad.output

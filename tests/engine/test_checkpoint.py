@@ -5,16 +5,15 @@ import torch
 
 from tubelet.engine.checkpoint import find_checkpoint, load_model, save_model
 from tubelet.models import create_model
+from tubelet.models.spec import ModelSpec
 
 
 def test_saved_model_reloads_from_its_run_folder(tmp_path):
     torch.manual_seed(0)
     model = create_model("r2plus1d_18", num_classes=3, width=8).eval()
-    spec = {
-        "model": "r2plus1d_18",
-        "model_args": {"num_classes": 3, "width": 8},
-        "classes": ["a", "b", "c"],
-    }
+    spec = ModelSpec(
+        "r2plus1d_18", {"num_classes": 3, "width": 8}, "classification", ("a", "b", "c")
+    )
     save_model(tmp_path / "run" / "best", model, spec)
     (tmp_path / "run" / "config.json").write_text("{}")
 
@@ -28,7 +27,7 @@ def test_saved_model_reloads_from_its_run_folder(tmp_path):
 
 def test_last_is_used_when_there_is_no_best(tmp_path):
     save_model(tmp_path / "last", create_model("frame2d_resnet18", num_classes=2, width=4),
-               {"model": "frame2d_resnet18", "model_args": {"num_classes": 2, "width": 4}})  # fmt: skip
+               ModelSpec("frame2d_resnet18", {"num_classes": 2, "width": 4}, "classification"))  # fmt: skip
     assert find_checkpoint(tmp_path) == tmp_path / "last"
 
 
@@ -40,7 +39,7 @@ def test_missing_checkpoint_says_what_was_expected(tmp_path):
 def test_spec_that_does_not_fit_the_weights_is_refused(tmp_path):
     model = create_model("r2plus1d_18", num_classes=3, width=8)
     save_model(
-        tmp_path, model, {"model": "r2plus1d_18", "model_args": {"num_classes": 3, "width": 8}}
+        tmp_path, model, ModelSpec("r2plus1d_18", {"num_classes": 3, "width": 8}, "classification")
     )
     spec = json.loads((tmp_path / "model.json").read_text())
     spec["model_args"]["num_classes"] = 5

@@ -6,6 +6,7 @@ from safetensors.torch import load_file
 
 from tubelet.engine import sharded
 from tubelet.engine.checkpoint import find_checkpoint, save_spec
+from tubelet.models.spec import ModelSpec
 
 
 def _assert_same(a, b):
@@ -54,7 +55,7 @@ def test_a_one_process_checkpoint_round_trips_and_reads_whole(tmp_path):
     model(torch.randn(2, 3, 2, 4, 4)).sum().backward()
     optimizer.step()
     sharded.save_sharded(tmp_path, model, optimizer)
-    save_spec(tmp_path, {"model": "net", "model_args": {}})
+    save_spec(tmp_path, ModelSpec("net", {}, "classification"))
     assert sharded.is_sharded(tmp_path) and find_checkpoint(tmp_path) == tmp_path
     copy = Net()
     for p in copy.parameters():

@@ -20,6 +20,7 @@ from tubelet.engine.trainer import (
     warmup_cosine,
 )
 from tubelet.models import create_model
+from tubelet.models.spec import ModelSpec
 from tubelet.tasks import ClassificationTask
 
 
@@ -88,7 +89,7 @@ def _trainer(
             epochs=epochs, lr=lr, accumulate=accumulate, warmup_epochs=0.5, grad_clip=None
         ),
         run=RunDir(tmp_path),
-        spec={"model": "tiny", "model_args": {}},
+        spec=ModelSpec("tiny", {}, "classification"),
         show_progress=False,
     )
 
@@ -227,7 +228,7 @@ def test_trainer_applies_the_runtime_switches(tmp_path):
     trainer = Trainer(
         model, ClassificationTask(2), train_loader=DataLoader(train, collate_fn=collate_clips),
         val_loader=DataLoader(train, collate_fn=collate_clips), config=OptimConfig(epochs=1),
-        run=RunDir(tmp_path / "b"), spec={"model": "r2plus1d_18", "model_args": {}},
+        run=RunDir(tmp_path / "b"), spec=ModelSpec("r2plus1d_18", {}, "classification"),
         runtime=RuntimeConfig(grad_checkpointing=True), show_progress=False,
     )  # fmt: skip
     assert trainer.model.grad_checkpointing and trainer.train_model is trainer.model

@@ -2,9 +2,14 @@ import json
 import shutil
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from tubelet import jobs
+from tubelet.engine.checkpoint import save_model
 from tubelet.jobs import TrainJob, classification
+from tubelet.models import create_model
+from tubelet.models.spec import ModelSpec
 
 
 def _job(out, **kw):
@@ -50,3 +55,35 @@ def test_init_is_refused_where_no_task_uses_it(tmp_path):
         jobs.train(
             TrainJob(out=tmp_path / "run", task="segmentation", model="x"), show_progress=False
         )
+
+
+def test_a_run_folder_of_the_unversioned_format_still_predicts_and_evaluates(
+    tiny_dataset, tmp_path
+):
+    # A run folder as `tubelet train` wrote it before the spec had a format and a task.
+    classes = (tiny_dataset / "classes.txt").read_text().split()
+    args = {"width": 4, "num_classes": len(classes)}
+    torch.manual_seed(0)
+    model = create_model("frame2d_resnet18", **args).eval()
+    best = tmp_path / "run" / "best"
+    best.mkdir(parents=True)
+    save_file(model.state_dict(), str(best / "model.safetensors"))
+    (best / "model.json").write_text(json.dumps({
+        "model": "frame2d_resnet18", "model_args": args, "classes": classes,
+        "reversal_pairs": [], "clip": {"frames": 2, "sampling": "uniform", "stride": 2},
+        "size": 32, "data": str(tiny_dataset),
+    }))  # fmt: skip
+    (tmp_path / "run" / "config.json").write_text("{}")
+    video = next((tiny_dataset / "videos").rglob("*.mp4"))
+    top = classification.predict(tmp_path / "run", video, top_k=3)
+    assert [row["class"] in classes for row in top] == [True] * 3
+    assert sum(row["probability"] for row in top) <= 1 + 1e-6
+    metrics = classification.evaluate(tmp_path / "run", workers=0, show_progress=False)
+    assert metrics["num_videos"] > 0 and 0 <= metrics["top1"] <= 1
+
+
+def test_predict_refuses_a_model_that_is_not_a_clip_classifier(tmp_path):
+    best = tmp_path / "best"
+    save_model(best, create_model("raft_small"), ModelSpec("raft_small", {}, "flow"))
+    with pytest.raises(ValueError, match="holds a flow model .raft_small., not a clip classifier"):
+        classification.predict(tmp_path, tmp_path / "v.mp4")

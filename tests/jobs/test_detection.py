@@ -15,6 +15,7 @@ from tubelet.jobs.detection import (
     timeline_png,
     train,
 )
+from tubelet.models.spec import read_spec
 from tubelet.tasks.detection import THUMOS14_TIOUS
 
 TINY = {"dim": 16, "num_heads": 2, "levels": 3}
@@ -36,9 +37,9 @@ def test_train_evaluate_and_detect(setup, tmp_path):
     assert summary["epochs"] == 2 and summary["model"] == "actionformer_tiny"
     assert {f"val_mAP@{t:g}" for t in THUMOS14_TIOUS} <= set(summary)
     assert 0 <= summary["val_average_mAP"] <= 1
-    spec = json.loads((job.out / "best" / "model.json").read_text())
-    assert spec["task"] == "detection" and spec["features"]["window"] == 4
-    assert spec["subsets"] == {"train": "training", "val": "validation"}
+    spec = read_spec(job.out)
+    assert spec.task == "detection" and spec.task_args["features"]["window"] == 4
+    assert spec.task_args["subsets"] == {"train": "training", "val": "validation"}
     assert is_detection_run(job.out)
 
     metrics = evaluate(job.out, show_progress=False)
@@ -54,7 +55,7 @@ def test_train_evaluate_and_detect(setup, tmp_path):
     assert result["segments"], "min_score=0 keeps every decoded segment"
     for seg in result["segments"]:
         assert 0 <= seg["start"] < seg["end"] <= result["duration"] and 0 <= seg["score"] <= 1
-    png = timeline_png(tmp_path / "t.png", result, spec["classes"])
+    png = timeline_png(tmp_path / "t.png", result, list(spec.classes))
     assert Image.open(png).size[0] == 900
 
 
@@ -88,7 +89,7 @@ def test_bad_data_and_models_are_named(setup, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(job.out / "best", moved)
     spec = json.loads((moved / "model.json").read_text())
-    spec["features"]["checkpoint"] = str(tmp_path / "gone")
+    spec["task_args"]["features"]["checkpoint"] = str(tmp_path / "gone")
     (moved / "model.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match="not available here"):
         detect(moved, data / "videos" / "video_0002.mp4")

@@ -13,6 +13,7 @@ from tubelet.io import VideoReader
 from tubelet.jobs import extract
 from tubelet.jobs.extract import extract_features, window_starts
 from tubelet.models import create_model
+from tubelet.models.spec import ModelSpec
 
 FRAME2D = {"model": "frame2d_resnet18", "model_args": {"width": 4}, "size": 32}
 
@@ -59,8 +60,11 @@ def test_features_equal_a_checkpoint_run_by_hand(videos, tmp_path, monkeypatch):
 
     torch.manual_seed(0)
     model = create_model("r3d_18", width=4, num_classes=3).eval()
-    save_model(tmp_path / "run" / "best", model, {"model": "r3d_18",
-               "model_args": {"width": 4, "num_classes": 3}})  # fmt: skip
+    save_model(
+        tmp_path / "run" / "best",
+        model,
+        ModelSpec("r3d_18", {"width": 4, "num_classes": 3}, "classification"),
+    )
     monkeypatch.setattr(extract, "DECODE_CHUNK", 3)  # windows straddle decode chunks
     out = extract_features(
         out=tmp_path / "c", videos=videos, checkpoint=tmp_path / "run", level="clip", window=4,
@@ -89,8 +93,11 @@ def test_frame_level_by_hand_and_in_chunks(videos, tmp_path, monkeypatch):
 
     torch.manual_seed(1)
     model = create_model("frame2d_resnet18", width=4, num_classes=2).eval()
-    save_model(tmp_path / "run", model, {"model": "frame2d_resnet18",
-               "model_args": {"width": 4, "num_classes": 2}})  # fmt: skip
+    save_model(
+        tmp_path / "run",
+        model,
+        ModelSpec("frame2d_resnet18", {"width": 4, "num_classes": 2}, "classification"),
+    )
     monkeypatch.setattr(extract, "DECODE_CHUNK", 5)
     out = extract_features(out=tmp_path / "f", videos=videos[:1], checkpoint=tmp_path / "run",
                            size=32, batch_size=1, window=3, show_progress=False)  # fmt: skip

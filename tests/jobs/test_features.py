@@ -56,7 +56,8 @@ def test_transformer_learns_what_mean_pooling_cannot(toy_features, tmp_path):
     config = json.loads((tmp_path / "tf" / "config.json").read_text())
     assert config["features"] == str(toy_features.resolve()) and "size" not in config
     model, spec = load_model(tmp_path / "tf")
-    assert spec["classes"] == CLASSES and spec["model_args"]["in_dim"] == 4
+    assert spec.task == "features" and list(spec.classes) == CLASSES
+    assert spec.model_args["in_dim"] == 4 and spec.preprocessing is None
     assert model(torch.randn(1, 6, 4)).shape == (1, 2)
     # Resuming with other settings is refused.
     with pytest.raises(ValueError, match="frames"):

@@ -12,6 +12,7 @@ from tubelet.jobs.finetune import (
     pretrained_classifier,
 )
 from tubelet.models import create_model
+from tubelet.models.spec import ModelSpec
 
 PRETRAIN_ARGS = {"width": 8, "depth": 3, "decoder_depth": 1, "patch_size": 8}
 
@@ -21,7 +22,7 @@ def pretrain_run(tmp_path):
     torch.manual_seed(0)
     model = create_model("videomae_pretrain_s", **PRETRAIN_ARGS)
     save_model(
-        tmp_path / "best", model, {"model": "videomae_pretrain_s", "model_args": PRETRAIN_ARGS}
+        tmp_path / "best", model, ModelSpec("videomae_pretrain_s", PRETRAIN_ARGS, "pretrain")
     )
     return tmp_path, model
 
@@ -45,9 +46,11 @@ def test_mismatched_models_are_refused(pretrain_run, tmp_path):
     with pytest.raises(ValueError, match="video ViT classifier"):
         init_from_pretraining(create_model("r3d_18", num_classes=4, width=8), run)
     other = tmp_path / "classifier"
-    save_model(other, create_model("r3d_18", num_classes=4, width=8), {
-        "model": "r3d_18", "model_args": {"num_classes": 4, "width": 8}
-    })  # fmt: skip
+    save_model(
+        other,
+        create_model("r3d_18", num_classes=4, width=8),
+        ModelSpec("r3d_18", {"num_classes": 4, "width": 8}, "classification"),
+    )
     with pytest.raises(ValueError, match="not a pre-training run"):
         init_model_args(other, "vit_s_16_video")
     with pytest.raises(ValueError, match="vit_b_16_video or vit_s_16_video or vit_t_16_video"):
@@ -79,7 +82,8 @@ def test_trainer_keeps_the_decayed_rates_under_its_schedule(tmp_path):
     groups = layer_decay_groups(model, lr=0.01, weight_decay=0.05)
     trainer = Trainer(
         model, ClassificationTask(4), train_loader=[{}] * 4, val_loader=[], run=RunDir(tmp_path),
-        config=OptimConfig(epochs=2, lr=0.01, warmup_epochs=0.5), spec={}, groups=groups,
+        config=OptimConfig(epochs=2, lr=0.01, warmup_epochs=0.5), groups=groups,
+        spec=ModelSpec("tiny", {}, "classification"),
         device=torch.device("cpu"),
     )  # fmt: skip
     for _ in range(3):

@@ -1,7 +1,5 @@
 """Flow jobs: `tubelet train --task flow` on synthetic pairs, and streaming flow over a video."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -10,6 +8,7 @@ import tubelet.jobs.flow as flow_job
 from tubelet.io import VideoReader, write_video
 from tubelet.jobs import TASKS, TrainJob, train
 from tubelet.models import create_model
+from tubelet.models.spec import read_spec
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +37,10 @@ def test_train_resume_and_use(tmp_path, monkeypatch, video):
     summary = train(job, show_progress=False)
     assert summary["epochs"] == 1 and summary["val_epe"] > 0
     assert {"val_px1", "val_px3", "val_px5", "val_fl_all"} <= set(summary)
-    spec = json.loads((tmp_path / "run" / "best" / "model.json").read_text())
-    assert spec["task"] == "flow" and spec["num_flow_updates"] == 2 and spec["size"] == [64, 96]
-    assert spec["model_args"] == {}  # num_flow_updates is the task's, not the builder's
+    spec = read_spec(tmp_path / "run")
+    assert spec.task == "flow" and spec.task_args["num_flow_updates"] == 2
+    assert spec.preprocessing.crop == (64, 96) and spec.preprocessing.frames == 2
+    assert spec.model_args == {}  # num_flow_updates is the task's, not the builder's
     assert train(job, show_progress=False)["val_epe"] == summary["val_epe"]  # finished: no retrain
     with pytest.raises(ValueError, match="other settings"):
         train(TrainJob(**{**job.__dict__, "lr": 0.5}), show_progress=False)

@@ -1,7 +1,5 @@
 """The generation jobs: train with EMA checkpoints and resume, sample a grid video, measure samples."""
 
-import json
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -17,6 +15,8 @@ from tubelet.jobs.generation import (
     to_uint8,
     train,
 )
+from tubelet.models.spec import ModelSpec, read_spec
+from tubelet.normalization import SIGNED_MEAN, SIGNED_STD
 
 TINY_UNET = {"base_channels": 8, "channel_mults": [1, 2], "attention_levels": [False, True],
              "num_heads": 2}  # fmt: skip
@@ -56,9 +56,10 @@ def test_train_writes_ema_and_trained_weights_and_resumes(run, tiny_dataset):
     weights = load_file(str(out / "best" / "model.safetensors"))
     assert any(k.startswith("ema.model.") for k in weights)
     assert any(k.startswith("denoiser.") for k in weights)
-    spec = json.loads((out / "best" / "model.json").read_text())
-    assert spec["diffusion"]["prediction"] == "epsilon" and spec["model_args"]["num_classes"] == 10
-    assert "ema_decay" not in spec["model_args"]
+    spec = read_spec(out)
+    assert spec.task == "generation" and spec.task_args["diffusion"]["prediction"] == "epsilon"
+    assert spec.model_args["num_classes"] == 10 and "ema_decay" not in spec.model_args
+    assert spec.preprocessing.mean == SIGNED_MEAN and spec.preprocessing.std == SIGNED_STD
     ema, _ = load_denoiser(out)
     trained, _ = load_denoiser(out, ema=False)
     assert not torch.equal(ema.conv_in.weight, trained.conv_in.weight)
@@ -98,7 +99,7 @@ def test_load_denoiser_refuses_a_classification_run(tmp_path):
     from tubelet.models import create_model
 
     model = create_model("r2plus1d_18", num_classes=2, width=8)
-    save_model(tmp_path / "best", model, {"model": "r2plus1d_18", "model_args": {"width": 8}})
+    save_model(tmp_path / "best", model, ModelSpec("r2plus1d_18", {"width": 8}, "classification"))
     with pytest.raises(ValueError, match="not a generation run"):
         load_denoiser(tmp_path)
 

@@ -173,7 +173,7 @@ def test_a_tiny_swin3d_trains_one_epoch_and_reloads(tiny_dataset, tmp_path):
     assert summary["model"] == "swin3d_t" and summary["epochs"] == 1
     assert 0.0 <= summary["val_top1"] <= 1.0
     model, spec = load_model(tmp_path / "run")  # the JSON spec's lists rebuild the same model
-    assert spec["model_args"]["window_size"] == [2, 4, 4]
+    assert spec.model_args["window_size"] == [2, 4, 4]
     assert model.features[0][0].attn.window_size == (2, 4, 4)
     with torch.no_grad():
         logits = model.eval()(_clip((1, 3, 4, 32, 32)))

@@ -8,6 +8,7 @@ import torch
 
 from tubelet.engine.checkpoint import load_model, save_model
 from tubelet.models import create_model
+from tubelet.models.spec import ModelSpec
 from tubelet.models.temporal import FrameTemporalClassifier, SequenceClassifier, masked_mean
 
 TINY = {"in_dim": 6, "dim": 8, "depth": 2, "num_heads": 2, "max_len": 10}
@@ -115,8 +116,11 @@ def test_transformer_learns_an_order_task_mean_pooling_cannot():
 def test_frame2d_transformer_runs_a_frozen_backbone(tmp_path):
     torch.manual_seed(0)
     backbone = create_model("frame2d_resnet18", width=4, num_classes=3)
-    save_model(tmp_path / "f2d" / "best", backbone.eval(), {
-        "model": "frame2d_resnet18", "model_args": {"width": 4, "num_classes": 3}})  # fmt: skip
+    save_model(
+        tmp_path / "f2d" / "best",
+        backbone.eval(),
+        ModelSpec("frame2d_resnet18", {"width": 4, "num_classes": 3}, "classification"),
+    )
     model = create_model("frame2d_transformer", width=4, num_classes=5, num_heads=2,
                          backbone_checkpoint=str(tmp_path / "f2d"))  # fmt: skip
     assert isinstance(model, FrameTemporalClassifier) and model.num_features == 32
@@ -136,8 +140,13 @@ def test_frame2d_transformer_runs_a_frozen_backbone(tmp_path):
     assert all(p.grad is None for p in model.backbone.parameters())
     assert model.encoder.proj.weight.grad is not None
     # A saved model reloads from its own weights, without the backbone checkpoint.
-    save_model(tmp_path / "run" / "best", model, {"model": "frame2d_transformer",
-               "model_args": {"width": 4, "num_classes": 5, "num_heads": 2}})  # fmt: skip
+    save_model(
+        tmp_path / "run" / "best",
+        model,
+        ModelSpec(
+            "frame2d_transformer", {"width": 4, "num_classes": 5, "num_heads": 2}, "classification"
+        ),
+    )
     again, _ = load_model(tmp_path / "run")
     with torch.no_grad():
         torch.testing.assert_close(again.eval()(clip), model.eval()(clip))

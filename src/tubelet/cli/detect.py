@@ -33,7 +33,7 @@ def detect(
 
     result = run_job(lambda: detect_job(checkpoint, video, min_score=min_score))
     _, spec = run_job(lambda: load_model(checkpoint))
-    png = timeline_png(timeline or Path(f"{video.stem}.detections.png"), result, spec["classes"])
+    png = timeline_png(timeline or Path(f"{video.stem}.detections.png"), result, list(spec.classes))
     if as_json:
         print(json.dumps({**result, "timeline": str(png)}, indent=2))
         return

@@ -28,6 +28,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from tubelet.models.spec import WEIGHTS_FILE, checkpoint_folders
+
 Converter = Callable[[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 ArchitectureReader = Callable[[str, Path], dict[str, Any]]
 DropRule = Callable[[str, str], str | None]
@@ -146,9 +148,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state.update(load_file(str(path / shard)))
         return state
     if path.is_dir():
-        candidates = [
-            path / "model.safetensors",
-            path / "best" / "model.safetensors",
+        # A tubelet checkpoint or run folder (`tubelet.models.spec`), else a Hugging Face folder.
+        candidates = [f / WEIGHTS_FILE for f in checkpoint_folders(path)] + [
             path / "pytorch_model.bin",
             path / "diffusion_pytorch_model.safetensors",
         ]

@@ -20,6 +20,7 @@ from tubelet.convert import (
     register_format,
     register_preprocessing_reader,
 )
+from tubelet.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 # tubelet model name -> (Hugging Face config dict -> builder arguments).
 CONFIG_READERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -226,8 +227,6 @@ _VIDEOMAE_DEFAULTS: dict[str, Any] = {
 }  # fmt: skip
 # Hugging Face's LayerNorms outside the blocks (fc_norm, decoder.norm) use PyTorch's default eps.
 _HF_HEAD_NORM_EPS = 1e-5
-_HF_IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the statistics VideoMAEForPreTraining undoes
-_HF_IMAGENET_STD = (0.229, 0.224, 0.225)
 # Per-block module names: Hugging Face -> tubelet (query/key/value are merged into attn.qkv).
 _VIDEOMAE_BLOCK = {
     "layernorm_before": "norm1",
@@ -313,8 +312,9 @@ def _videomae_pretrain_args(config: dict[str, Any]) -> dict[str, Any]:
         "decoder_mlp_ratio": c["decoder_intermediate_size"] / hidden,
         "encoder_norm": not c["use_mean_pooling"],
         "norm_pix_loss": c["norm_pix_loss"],
-        "pixel_mean": _HF_IMAGENET_MEAN if rgb else None,
-        "pixel_std": _HF_IMAGENET_STD if rgb else None,
+        # VideoMAEForPreTraining undoes transformers' IMAGENET_DEFAULT_MEAN/STD: ImageNet's.
+        "pixel_mean": IMAGENET_MEAN if rgb else None,
+        "pixel_std": IMAGENET_STD if rgb else None,
     }
 
 
@@ -487,7 +487,7 @@ def _vjepa2_preprocessing(config: dict[str, Any]) -> dict[str, Any]:
     (`VJEPA2VideoProcessor`)."""
     c = {**_VJEPA2_DEFAULTS, **config}
     return {"frames": int(c["frames_per_clip"]), "size": int(c["crop_size"]),
-            "mean": list(_HF_IMAGENET_MEAN), "std": list(_HF_IMAGENET_STD)}  # fmt: skip
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}  # fmt: skip
 
 
 VJEPA2_MODELS = ("vjepa2_vitl", "vjepa2_vith", "vjepa2_vitg")

@@ -36,14 +36,19 @@ def build_dataset(
     bad_files: str = "resample",
     backend: str = "auto",
     seed: int = 0,
+    eval_transform: EvalTransform | None = None,
 ) -> tuple[VideoDataset, Annotations]:
-    """The dataset of one split. `flip=None` flips training clips only when no class names a direction."""
+    """The dataset of one split. `flip=None` flips training clips only when no class names a direction.
+
+    Evaluation clips go through `eval_transform` when given (a saved model's own preprocessing),
+    else `EvalTransform(size, crops)`.
+    """
     annotations = read_annotations(root, split)
     if train:
         do_flip = not names_a_direction(annotations.classes) if flip is None else flip
         transform: TrainTransform | EvalTransform = TrainTransform(size=size, flip=do_flip)
     else:
-        transform = EvalTransform(size=size, crops=crops)
+        transform = eval_transform or EvalTransform(size=size, crops=crops)
     dataset = VideoDataset(
         annotations.records, clip=clip, transform=transform, train=train, num_clips=num_clips,
         bad_files=bad_files, backend=backend, seed=seed,

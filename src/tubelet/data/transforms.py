@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from tubelet.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 
 class CropBox(NamedTuple):
@@ -183,22 +182,25 @@ class TrainTransform:
 class EvalTransform:
     """Evaluation views: `uint8 (T, H, W, 3)` -> `float32 (crops, C, T, size, size)`.
 
-    The short side is resized to `size`, then `crops` = 1 takes the centre crop and `crops` = 3 the
-    `three_crop` boxes; each view is normalised with `mean` and `std`.
+    The short side is resized to `resize` (default `size`), then `crops` = 1 takes the centre crop
+    and `crops` = 3 the `three_crop` boxes; each view is normalised with `mean` and `std`.
     """
 
     size: int
     crops: int = 1
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    resize: int | None = None
 
     def __post_init__(self) -> None:
         _check_positive("size", self.size)
+        if self.resize is not None and self.resize < self.size:
+            raise ValueError(f"resize ({self.resize}) must be at least the crop size ({self.size})")
         if self.crops not in (1, 3):
             raise ValueError(f"crops must be 1 (centre) or 3 (three_crop), got {self.crops}")
 
     def __call__(self, clip: Tensor) -> Tensor:
-        clip = short_side_resize(clip, self.size)  # (T, H', W', 3), short side = size
+        clip = short_side_resize(clip, self.resize or self.size)  # (T, H', W', 3)
         views = [center_crop(clip, self.size)] if self.crops == 1 else three_crop(clip, self.size)
         return torch.stack([normalize(v, self.mean, self.std) for v in views])  # (V, C, T, S, S)
 

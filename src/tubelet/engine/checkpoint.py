@@ -1,8 +1,8 @@
-"""Checkpoints: safetensors weights plus a JSON that names the model, so one path reloads it."""
+"""Checkpoints: safetensors weights plus the model's spec (`tubelet.models.spec`), so one path
+reloads it."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,18 +12,16 @@ from safetensors.torch import save_file
 from torch import nn
 
 from tubelet.models import create_model
-
-WEIGHTS = "model.safetensors"
-SPEC = "model.json"
+from tubelet.models.spec import SPEC_FILE as SPEC
+from tubelet.models.spec import WEIGHTS_FILE as WEIGHTS
+from tubelet.models.spec import ModelSpec, checkpoint_folders, read_spec, write_spec
 
 
 def save_model(
-    folder: str | Path, model: nn.Module, spec: dict[str, Any], *, state: dict | None = None
+    folder: str | Path, model: nn.Module, spec: ModelSpec, *, state: dict | None = None
 ) -> Path:
-    """Write `folder/model.safetensors` and `folder/model.json`.
+    """Write `folder/model.safetensors` and `folder/model.json` (`spec`).
 
-    `spec` must hold "model" (registered name) and "model_args" (its builder's keyword arguments,
-    num_classes included); it may hold anything else needed to use the model (classes, clip settings).
     Files are written beside and renamed into place, so an interrupted save never leaves a torn file.
     `state` replaces the model's own state dict (e.g. the gathered weights of a sharded model).
     """
@@ -36,10 +34,9 @@ def save_model(
     return folder
 
 
-def save_spec(folder: str | Path, spec: dict[str, Any]) -> None:
+def save_spec(folder: str | Path, spec: ModelSpec) -> None:
     """Write `folder/model.json` alone (beside the weights of a sharded checkpoint)."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    _atomic(Path(folder) / SPEC, lambda p: p.write_text(json.dumps(spec, indent=2)))
+    write_spec(folder, spec)
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -47,8 +44,7 @@ def find_checkpoint(path: str | Path) -> Path:
     (whole weights, or sharded ones: see `tubelet.engine.sharded`)."""
     from tubelet.engine.sharded import is_sharded
 
-    path = Path(path)
-    for folder in (path, path / "best", path / "last"):
+    for folder in checkpoint_folders(path):
         if (folder / SPEC).is_file() and ((folder / WEIGHTS).is_file() or is_sharded(folder)):
             return folder
     raise FileNotFoundError(
@@ -57,7 +53,7 @@ def find_checkpoint(path: str | Path) -> Path:
     )
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: str | Path) -> tuple[nn.Module, ModelSpec]:
     """Rebuild the model saved at `path` (run folder or checkpoint folder); returns it and its spec.
 
     A sharded checkpoint without `model.safetensors` is read whole into this process.
@@ -65,11 +61,11 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     from tubelet.engine.sharded import read_weights
 
     folder = find_checkpoint(path)
-    spec = json.loads((folder / SPEC).read_text())
+    spec = read_spec(folder)
     if (folder / WEIGHTS).is_file():
-        model = create_model(spec["model"], checkpoint=str(folder / WEIGHTS), **spec["model_args"])
+        model = create_model(spec.model, checkpoint=str(folder / WEIGHTS), **spec.model_args)
     else:
-        model = create_model(spec["model"], **spec["model_args"])
+        model = create_model(spec.model, **spec.model_args)
         model.load_state_dict(read_weights(folder))
     return model, spec
 

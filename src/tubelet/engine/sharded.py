@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from tubelet.engine.checkpoint import WEIGHTS
+from tubelet.models.spec import checkpoint_folders
 
 SHARDED = "sharded"
 OPTIMIZER = "optimizer.json"
@@ -199,7 +200,7 @@ def consolidate_run(path: str | Path) -> list[Path]:
     """`consolidate` every sharded checkpoint of a run folder (`best/`, `last/`) or the checkpoint
     folder `path` itself; returns the files written."""
     path = Path(path)
-    folders = [f for f in (path, path / "best", path / "last") if is_sharded(f)]
+    folders = [f for f in checkpoint_folders(path) if is_sharded(f)]
     if not folders:
         raise FileNotFoundError(
             f"no sharded checkpoint in {path} or its best/ and last/ folders: only runs trained "

@@ -40,6 +40,7 @@ from tubelet.engine.checkpoint import (
 )
 from tubelet.engine.progress import TrainProgress
 from tubelet.engine.run import RunDir, seed_everything
+from tubelet.models.spec import ModelSpec
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -142,7 +143,7 @@ class Trainer:
         val_loader: DataLoader,
         config: OptimConfig,
         run: RunDir,
-        spec: dict[str, Any],
+        spec: ModelSpec,
         monitor: str = "top1",
         minimize: bool = False,
         device: torch.device | None = None,
@@ -408,7 +409,7 @@ class Trainer:
     def _summarise(self) -> dict[str, Any]:
         best = self.best
         summary = {
-            "model": self.spec["model"],
+            "model": self.spec.model,
             "epochs": self.epoch,
             "best_epoch": best.get("epoch"),
             **{f"val_{k}": v for k, v in best.items() if k != "epoch"},

@@ -7,7 +7,6 @@ line only parses options and prints what comes back.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,25 @@ import torch
 from tubelet.data import ClipSpec, build_dataset, build_loader
 from tubelet.data.sampling import temporal_views
 from tubelet.data.synthetic import ensure_synthetic_dataset
-from tubelet.data.transforms import EvalTransform
 from tubelet.engine.checkpoint import find_checkpoint, load_model
 from tubelet.engine.progress import TrainProgress
 from tubelet.engine.trainer import Trainer, evaluate_loader
 from tubelet.io import VideoReader
-from tubelet.jobs.common import Progress, TrainJob, jsonable, open_run, optim_config, runtime_config
+from tubelet.jobs.common import (
+    Progress,
+    TrainJob,
+    clip_preprocessing,
+    clip_spec,
+    eval_transform,
+    jsonable,
+    open_run,
+    optim_config,
+    runtime_config,
+)
 from tubelet.jobs.finetune import finetune_groups, init_model_args
 from tubelet.jobs.probe import freeze_backbone, layer_decay_groups, start_from_checkpoint
 from tubelet.models import architecture_args, create_model
+from tubelet.models.spec import ModelSpec, Preprocessing, WeightsSource
 from tubelet.tasks import ClassificationTask
 
 DEFAULT_MODEL = "r2plus1d_18"
@@ -75,15 +84,15 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         groups = layer_decay_groups(
             model, lr=job.lr, weight_decay=job.weight_decay, decay=job.layer_decay
         )
-    spec = {
-        "model": job.model,
-        "model_args": architecture_args(job.model, model_args),
-        "classes": list(annotations.classes),
-        "reversal_pairs": [list(p) for p in annotations.reversal_pairs],
-        "clip": dataclasses.asdict(clip),
-        "size": job.size,
-        "data": str(data_root),
-    }
+    spec = ModelSpec(
+        model=job.model,
+        model_args=architecture_args(job.model, model_args),
+        task="classification",
+        classes=annotations.classes,
+        preprocessing=clip_preprocessing(job),
+        source=WeightsSource(data=str(data_root)),
+        task_args={"reversal_pairs": [list(p) for p in annotations.reversal_pairs]},
+    )
     task = ClassificationTask(num_classes, job.label_smoothing, annotations.reversal_pairs)
     loaders = {
         "train_loader": build_loader(
@@ -116,18 +125,20 @@ def evaluate(
     The metrics are also written to `eval-{clips}x{crops}.json` in the run folder.
     """
     model, spec = load_model(checkpoint)
-    root = Path(data or spec["data"])
-    clip = ClipSpec(**spec["clip"])
+    pre = _clip_model(spec, checkpoint)
+    if data is None and spec.source.data is None:
+        raise ValueError(f"{checkpoint} does not record its data set: pass --data DIR")
+    root = Path(data or spec.source.data)
     dataset, annotations = build_dataset(
-        root, "val", clip=clip, size=spec["size"], train=False, num_clips=clips, crops=crops,
-        bad_files="skip",
+        root, "val", clip=clip_spec(pre), size=min(pre.crop_size), train=False, num_clips=clips,
+        bad_files="skip", eval_transform=eval_transform(pre, crops),
     )  # fmt: skip
-    if list(annotations.classes) != spec["classes"]:
+    if tuple(annotations.classes) != spec.classes:
         raise ValueError(
-            f"the classes of {root} do not match the model's {len(spec['classes'])} classes; "
+            f"the classes of {root} do not match the model's {len(spec.classes)} classes; "
             "evaluate on the data set it was trained on (or one with the same classes.txt)"
         )
-    task = ClassificationTask(len(spec["classes"]), reversal_pairs=annotations.reversal_pairs)
+    task = ClassificationTask(len(spec.classes), reversal_pairs=annotations.reversal_pairs)
     loader = build_loader(dataset, batch_size=batch_size, train=False, num_workers=workers)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bad_files: dict[str, dict[str, str]] = {}
@@ -149,8 +160,9 @@ def predict(
     """The `top_k` classes of one video file with their probabilities (views averaged)."""
     model, spec = load_model(checkpoint)
     model.eval()
-    clip = ClipSpec(**spec["clip"])
-    transform = EvalTransform(size=spec["size"], crops=crops)
+    pre = _clip_model(spec, checkpoint)
+    clip = clip_spec(pre)
+    transform = eval_transform(pre, crops)
 
     with VideoReader(video) as reader:
         views = temporal_views(
@@ -164,6 +176,16 @@ def predict(
         probs = model(batch).softmax(-1).mean(0)  # (K,)
     top = probs.topk(min(top_k, len(probs)))
     return [
-        {"class": spec["classes"][i], "index": i, "probability": p}
+        {"class": spec.classes[i], "index": i, "probability": p}
         for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
     ]
+
+
+def _clip_model(spec: ModelSpec, checkpoint: Path) -> Preprocessing:
+    """The preprocessing of a saved clip classifier; a clear error for any other model."""
+    if spec.task != "classification" or spec.preprocessing is None or not spec.classes:
+        raise ValueError(
+            f"{checkpoint} holds a {spec.task} model ({spec.model}), not a clip classifier: give a "
+            "run of `tubelet train` (classification)"
+        )
+    return spec.preprocessing

@@ -9,8 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tubelet.data import ClipSpec
+from tubelet.data.transforms import EvalTransform
 from tubelet.engine.run import RunDir, open_run_dir, seed_everything, tensorboard_error, versions
 from tubelet.engine.trainer import OptimConfig, RuntimeConfig
+from tubelet.models.spec import Preprocessing
+from tubelet.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 Progress = Callable[[int, int], None]
 
@@ -125,3 +129,28 @@ def check_same_run(previous: dict[str, Any], config: dict[str, Any], root: Path)
             f"{root} already holds a run with other settings ({changes}); "
             "pass another --out, or delete the folder to start over"
         )
+
+
+def clip_preprocessing(
+    job: TrainJob,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> Preprocessing:
+    """How the clips of `job` are prepared for evaluation: `job.frames` frames, centre crops of
+    `job.size`, normalised with `mean` and `std` (what a saved model records)."""
+    return Preprocessing(
+        mean=mean, std=std, crop=job.size, frames=job.frames, sampling=job.sampling,
+        stride=job.stride,
+    )  # fmt: skip
+
+
+def clip_spec(pre: Preprocessing) -> ClipSpec:
+    """The frames of a clip that `pre` describes."""
+    return ClipSpec(frames=pre.frames, sampling=pre.sampling, stride=pre.stride)
+
+
+def eval_transform(pre: Preprocessing, crops: int = 1) -> EvalTransform:
+    """The evaluation views (`crops` per clip) of square crops that `pre` describes."""
+    if not isinstance(pre.crop, int):
+        raise ValueError(f"evaluation views are square crops; this model takes {pre.crop} frames")
+    return EvalTransform(size=pre.crop, crops=crops, mean=pre.mean, std=pre.std, resize=pre.resize)

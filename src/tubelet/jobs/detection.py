@@ -40,6 +40,7 @@ from tubelet.engine.trainer import Trainer, to_device
 from tubelet.jobs.common import TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.models import architecture_args, create_model
 from tubelet.models.actionformer import DETECTION_MODELS, WindowClassifier
+from tubelet.models.spec import ModelSpec, WeightsSource, read_spec
 from tubelet.tasks.detection import (
     THUMOS14_TIOUS,
     DecodeConfig,
@@ -154,18 +155,20 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> 
     )
     val_set = DetectionFeatureDataset(store, annotations, val_videos)
     thresholds = list(THUMOS14_TIOUS)
-    spec = {
-        "model": job.model,
-        "model_args": architecture_args(job.model, model_args),
-        "task": "detection",
-        "classes": classes,
-        "data": str(features_dir),
-        "annotations": str(annotations_path),
-        "subsets": {"train": train_subset, "val": val_subset},
-        "features": {k: store.meta.get(k) for k in FEATURE_KEYS},
-        "tiou_thresholds": thresholds,
-        "decode": asdict(DecodeConfig()),
-    }
+    spec = ModelSpec(
+        model=job.model,
+        model_args=architecture_args(job.model, model_args),
+        task="detection",
+        classes=classes,
+        source=WeightsSource(data=str(features_dir)),
+        task_args={
+            "annotations": str(annotations_path),
+            "subsets": {"train": train_subset, "val": val_subset},
+            "features": {k: store.meta.get(k) for k in FEATURE_KEYS},
+            "tiou_thresholds": thresholds,
+            "decode": asdict(DecodeConfig()),
+        },
+    )
     task = _task(model, classes, val_videos, annotations, thresholds)
     optim = optim_config(job)
     trainer = Trainer(
@@ -181,8 +184,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> 
 
 def is_detection_run(checkpoint: Path) -> bool:
     """Whether the run or checkpoint folder holds a detector saved by `train`."""
-    spec = json.loads((find_checkpoint(checkpoint) / "model.json").read_text())
-    return spec.get("task") == "detection"
+    return read_spec(find_checkpoint(checkpoint)).task == "detection"
 
 
 def evaluate(
@@ -196,24 +198,27 @@ def evaluate(
     """mAP of a saved detector on the evaluation subset, at each tIoU (the run's, THUMOS14 by
     default); also written to `eval-detection.json` in the run folder with every prediction."""
     model, spec = load_model(checkpoint)
+    saved = spec.task_args
     features_dir, annotations_path = (
-        resolve_data(data) if data is not None else (Path(spec["data"]), Path(spec["annotations"]))
+        resolve_data(data)
+        if data is not None
+        else (Path(str(spec.source.data)), Path(saved["annotations"]))
     )
     store = FeatureStore(features_dir)
-    if store.dim != spec["model_args"]["input_dim"]:
+    if store.dim != spec.model_args["input_dim"]:
         raise ValueError(
             f"the features in {features_dir} have {store.dim} channels; the model was trained on "
-            f"{spec['model_args']['input_dim']}: evaluate on features made like its training data"
+            f"{spec.model_args['input_dim']}: evaluate on features made like its training data"
         )
     annotations = read_detection_annotations(annotations_path)
-    if list(annotations.classes) != spec["classes"]:
+    if tuple(annotations.classes) != spec.classes:
         raise ValueError(
-            f"the classes of {annotations_path} differ from the model's {len(spec['classes'])}"
+            f"the classes of {annotations_path} differ from the model's {len(spec.classes)}"
         )
     _, val_subset = pick_subsets(annotations)
     videos = [v.name for v in annotations.subset(val_subset)]
-    thresholds = list(tiou_thresholds or spec["tiou_thresholds"])
-    task = _task(model, spec["classes"], videos, annotations, thresholds)
+    thresholds = list(tiou_thresholds or saved["tiou_thresholds"])
+    task = _task(model, list(spec.classes), videos, annotations, thresholds)
     loader = _loader(
         DetectionFeatureDataset(store, annotations, videos), batch_size=batch_size, train=False,
         multiple=model.length_multiple, seed=0,
@@ -228,7 +233,7 @@ def evaluate(
                 task.evaluate_batch(model, to_device(batch, device), meter)
                 progress.advance(bar)
         progress.finish(bar)
-    metrics = {"model": spec["model"], **meter.compute(), "subset": val_subset}
+    metrics = {"model": spec.model, **meter.compute(), "subset": val_subset}
     run_root = find_checkpoint(checkpoint).parent
     if (run_root / "config.json").is_file():
         record = {**metrics, "predictions": meter.predictions}
@@ -253,7 +258,7 @@ def detect(
     from tubelet.jobs.extract import extract_features
 
     model, spec = load_model(checkpoint)
-    made = spec["features"]
+    made = spec.task_args["features"]
     if not Path(video).is_file():
         raise FileNotFoundError(f"no video file {video}")
     if made.get("checkpoint") is None or not Path(made["checkpoint"]).exists():
@@ -284,7 +289,7 @@ def detect(
         "step_s": torch.tensor([step], dtype=torch.float64),
         "duration_s": torch.tensor([duration], dtype=torch.float64),
     }
-    task = _task(model, spec["classes"], [], DetectionAnnotations({}, tuple(spec["classes"])), [])
+    task = _task(model, list(spec.classes), [], DetectionAnnotations({}, spec.classes), [])
     with torch.no_grad():
         records = task.predict(model.eval(), batch)[0]
     segments = [r for r in records if r["score"] >= min_score]

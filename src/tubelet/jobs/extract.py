@@ -289,13 +289,13 @@ def _load_backbone(
     """The model and the meta entries that name it."""
     if checkpoint is not None:
         net, spec = load_model(checkpoint)
-        if model is not None and model != spec["model"]:
+        if model is not None and model != spec.model:
             raise ValueError(
-                f"--model {model} does not match the checkpoint's model {spec['model']} in "
+                f"--model {model} does not match the checkpoint's model {spec.model} in "
                 f"{checkpoint}; leave --model out to use the checkpoint's"
             )
         return net, {
-            "model": spec["model"], "model_args": spec["model_args"],
+            "model": spec.model, "model_args": spec.model_args,
             "checkpoint": str(find_checkpoint(checkpoint).resolve()),
         }  # fmt: skip
     if model is None:

@@ -25,6 +25,7 @@ from tubelet.data.loader import ShuffleSampler
 from tubelet.engine.trainer import Trainer
 from tubelet.jobs.common import TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.models import architecture_args, create_model
+from tubelet.models.spec import ModelSpec, WeightsSource
 from tubelet.models.temporal import SequenceClassifier
 from tubelet.tasks.features import FeatureClassificationTask
 
@@ -78,13 +79,17 @@ def train(job: TrainJob, *, show_progress: bool = True) -> dict[str, Any]:
         ),
         "val_loader": DataLoader(val_set, batch_size=job.batch_size, collate_fn=collate_features),
     }  # fmt: skip
-    spec = {
-        "model": model_name,
-        "model_args": architecture_args(model_name, model_args),
-        "classes": list(store.classes),
-        "reversal_pairs": [list(p) for p in pairs],
-        "features": {"length": job.frames, "sampling": sampling, **config["features_meta"]},
-    }
+    spec = ModelSpec(
+        model=model_name,
+        model_args=architecture_args(model_name, model_args),
+        task="features",
+        classes=store.classes,
+        source=WeightsSource(data=config["features"]),
+        task_args={
+            "reversal_pairs": [list(p) for p in pairs],
+            "features": {"length": job.frames, "sampling": sampling, **config["features_meta"]},
+        },
+    )
     optim = optim_config(job)
     task = FeatureClassificationTask(num_classes, job.label_smoothing, pairs)
     trainer = Trainer(

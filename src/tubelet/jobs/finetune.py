@@ -29,10 +29,10 @@ def load_encoder(run: str | Path) -> tuple[VideoViTEncoder, str]:
     model, spec = load_model(run)
     if not isinstance(model, VideoMAEPretrain):
         raise ValueError(
-            f"--init {run} holds a {spec['model']} model, not a pre-training run; pass a run "
+            f"--init {run} holds a {spec.model} model, not a pre-training run; pass a run "
             "folder written by `tubelet pretrain`"
         )
-    return model.encoder, spec["model"]
+    return model.encoder, spec.model
 
 
 def encoder_args(encoder: VideoViTEncoder) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from tubelet.io.flow import flow_to_image
 from tubelet.jobs.common import TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.models import architecture_args, create_model, list_models, model_kind
 from tubelet.models.raft import forward_interpolate
+from tubelet.models.spec import ModelSpec, Preprocessing, WeightsSource
+from tubelet.normalization import SIGNED_MEAN, SIGNED_STD
 from tubelet.tasks.flow import FlowTask, pad_to_multiple, unpad
 
 DEFAULT_MODEL = "raft_small"
@@ -77,14 +79,16 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> 
     model = create_model(job.model, **model_args)
     if job.init is not None:
         start_from(model, job.init, job.model)
-    spec = {
-        "model": job.model,
-        "model_args": architecture_args(job.model, model_args),
-        "task": "flow",
-        "num_flow_updates": updates,
-        "size": [height, width],
-        "data": data,
-    }
+    spec = ModelSpec(
+        model=job.model,
+        model_args=architecture_args(job.model, model_args),
+        task="flow",
+        preprocessing=Preprocessing(
+            mean=SIGNED_MEAN, std=SIGNED_STD, crop=(height, width), frames=2, sampling="dense"
+        ),
+        source=WeightsSource(data=data),
+        task_args={"num_flow_updates": updates},
+    )
     generator = torch.Generator().manual_seed(job.seed)
     loaders = {
         "train_loader": DataLoader(
@@ -106,9 +110,9 @@ def start_from(model: nn.Module, run: str | Path, name: str) -> None:
     """Copy the weights of flow run `run` (the same model) into `model`: RAFT's schedule trains on
     one data set or size and fine-tunes on the next (`--init RUN --size 128`)."""
     trained, spec = load_model(run)
-    if spec.get("task") != "flow" or spec["model"] != name:
+    if spec.task != "flow" or spec.model != name:
         raise ValueError(
-            f"--init {run} holds a {spec.get('task', 'classification')} run of {spec['model']}, "
+            f"--init {run} holds a {spec.task} run of {spec.model}, "
             f"not a flow run of {name}: give a `tubelet train --task flow --model {name}` run"
         )
     load_state_dict_strict(model, trained.state_dict(), f"--init {run}")
@@ -126,9 +130,9 @@ def load_flow_model(
     if model is None:
         find_checkpoint(path)  # a clear error when it is not a tubelet checkpoint
         loaded, spec = load_model(path)
-        if spec.get("task") != "flow":
-            raise ValueError(f"{path} holds a {spec['model']} model, not a flow model")
-        return loaded.eval(), int(spec.get("num_flow_updates", 12))
+        if spec.task != "flow":
+            raise ValueError(f"{path} holds a {spec.model} model, not a flow model")
+        return loaded.eval(), int(spec.task_args.get("num_flow_updates", 12))
     _check_flow_model(model)
     loaded = create_model(model, checkpoint=str(path), checkpoint_format=checkpoint_format)
     return loaded.eval(), 12

@@ -11,7 +11,6 @@ The run's checkpoints hold the trained and the EMA weights; sampling uses the EM
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -26,11 +25,21 @@ from tubelet.data import ClipSpec, VideoDataset, build_dataset, build_loader, re
 from tubelet.data.loader import names_a_direction
 from tubelet.data.synthetic import ensure_synthetic_dataset
 from tubelet.data.transforms import EvalTransform, TrainTransform, normalize
-from tubelet.engine.checkpoint import SPEC, WEIGHTS, find_checkpoint, load_model
+from tubelet.engine.checkpoint import WEIGHTS, find_checkpoint, load_model
 from tubelet.engine.trainer import Trainer
 from tubelet.io import write_video
-from tubelet.jobs.common import TrainJob, jsonable, open_run, optim_config, runtime_config
+from tubelet.jobs.common import (
+    TrainJob,
+    clip_preprocessing,
+    clip_spec,
+    jsonable,
+    open_run,
+    optim_config,
+    runtime_config,
+)
 from tubelet.models import architecture_args, create_model
+from tubelet.models.spec import ModelSpec, Preprocessing, WeightsSource, read_spec
+from tubelet.normalization import SIGNED_MEAN, SIGNED_STD
 from tubelet.tasks.generation import (
     DDIMSampler,
     DenoiserWithEMA,
@@ -50,8 +59,6 @@ DIFFUSION_DEFAULTS: dict[str, Any] = {
     "cond_drop": 0.1,
     "ema_decay": 0.995,
 }
-# Pixels in [-1, 1]: x / 255 * 2 - 1 is normalising with mean 0.5 and std 0.5.
-HALF = (0.5, 0.5, 0.5)
 
 Progress = Callable[[int, int], None]
 
@@ -81,26 +88,26 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     flip = not names_a_direction(train_annotations.classes) if job.flip is None else job.flip
     whole_frame = TrainTransform(
         size=job.size, resize=job.size, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=flip,
-        mean=HALF, std=HALF,
+        mean=SIGNED_MEAN, std=SIGNED_STD,
     )  # fmt: skip
     common = {"clip": clip, "bad_files": job.bad_files, "seed": job.seed}
     train_set = VideoDataset(train_annotations.records, transform=whole_frame, train=True, **common)
     val_set = VideoDataset(
-        val_annotations.records, transform=EvalTransform(size=job.size, mean=HALF, std=HALF),
+        val_annotations.records, transform=EvalTransform(size=job.size, mean=SIGNED_MEAN, std=SIGNED_STD),
         train=False, **{**common, "bad_files": "skip"},
     )  # fmt: skip
     model_args = {**model_args, "num_classes": len(train_annotations.classes)}
     denoiser = create_model(job.model, **model_args)
     model = DenoiserWithEMA(denoiser, float(diffusion["ema_decay"]))
-    spec = {
-        "model": job.model,
-        "model_args": architecture_args(job.model, model_args),
-        "classes": list(train_annotations.classes),
-        "clip": dataclasses.asdict(clip),
-        "size": job.size,
-        "data": str(data_root),
-        "diffusion": diffusion,
-    }
+    spec = ModelSpec(
+        model=job.model,
+        model_args=architecture_args(job.model, model_args),
+        task="generation",
+        classes=train_annotations.classes,
+        preprocessing=clip_preprocessing(job, SIGNED_MEAN, SIGNED_STD),
+        source=WeightsSource(data=str(data_root)),
+        task_args={"diffusion": diffusion},
+    )
     loader_args = {"batch_size": job.batch_size, "num_workers": job.workers, "seed": job.seed}
     optim = optim_config(job)
     trainer = Trainer(
@@ -115,19 +122,19 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     return summary
 
 
-def load_denoiser(path: str | Path, *, ema: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+def load_denoiser(path: str | Path, *, ema: bool = True) -> tuple[nn.Module, ModelSpec]:
     """The denoiser of a generation run (run folder or checkpoint folder) and its spec.
 
     `ema=True` loads the EMA weights (what sampling should use), else the trained weights.
     """
     folder = find_checkpoint(path)
-    spec = json.loads((folder / SPEC).read_text())
-    if "diffusion" not in spec:
+    spec = read_spec(folder)
+    if spec.task != "generation":
         raise ValueError(
-            f"{folder} is not a generation run (its {SPEC} has no diffusion settings); "
+            f"{folder} is not a generation run (it holds a {spec.task} model); "
             "train one with `tubelet train --task generation`"
         )
-    model = create_model(spec["model"], **spec["model_args"])
+    model = create_model(spec.model, **spec.model_args)
     prefix = "ema.model." if ema else "denoiser."
     state = {
         k[len(prefix) :]: v
@@ -169,7 +176,7 @@ def generate(
     if out.suffix.lower() not in (".mp4", ".gif"):
         raise ValueError(f"--out must end in .mp4 or .gif, not {out.name!r}")
     denoiser, spec = load_denoiser(checkpoint, ema=ema)
-    classes = spec["classes"]
+    classes = list(spec.classes)
     if class_name is not None and class_name not in classes:
         raise ValueError(f"unknown class {class_name!r}; the model knows: {', '.join(classes)}")
     rows = [classes.index(class_name)] if class_name is not None else list(range(len(classes)))
@@ -192,7 +199,7 @@ def generate(
 
 def generate_clips(
     denoiser: nn.Module,
-    spec: dict[str, Any],
+    spec: ModelSpec,
     labels: Tensor,
     *,
     steps: int,
@@ -203,13 +210,14 @@ def generate_clips(
     on_step: Progress | None = None,
 ) -> Tensor:
     """Clips (N, C, T, S, S) in [-1, 1] of the classes `labels` (N,), sampled in batches."""
-    diffusion = spec["diffusion"]
+    diffusion = spec.task_args["diffusion"]
     schedule = NoiseSchedule.create(diffusion["schedule"], int(diffusion["train_steps"]))
     sampler = DDIMSampler(schedule, steps, prediction=diffusion["prediction"], eta=eta)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     denoiser = denoiser.to(device).eval()
     generator = torch.Generator().manual_seed(seed)
-    size, frames = spec["size"], spec["clip"]["frames"]
+    pre = _clip_preprocessing(spec)
+    size, frames = min(pre.crop_size), pre.frames
     batches = labels.split(batch_size)
     done, total = 0, len(batches) * steps
     out = []
@@ -256,7 +264,7 @@ def grid(frames: Tensor, rows: int, zoom: int = 1, gap: int = 1) -> Tensor:
 
 
 def measure_samples(
-    frames: Tensor, labels: Tensor, spec: dict[str, Any], classifier: str | Path
+    frames: Tensor, labels: Tensor, spec: ModelSpec, classifier: str | Path
 ) -> dict[str, Any]:
     """Class faithfulness, temporal consistency and Frechet distance of generated clips.
 
@@ -272,31 +280,32 @@ def measure_samples(
     """
     model, cls_spec = load_model(classifier)
     model.eval()
-    if cls_spec.get("classes") != spec["classes"]:
+    if cls_spec.classes != spec.classes:
         raise ValueError(
             f"the classifier {classifier} was trained on other classes than the generator; "
             "train it on the same data"
         )
     frames_n, size = frames.shape[1], frames.shape[2]
-    if cls_spec["clip"]["frames"] != frames_n:
+    cls_pre = _clip_preprocessing(cls_spec)
+    if cls_pre.frames != frames_n:
         raise ValueError(
-            f"the classifier takes {cls_spec['clip']['frames']} frames, the samples have "
+            f"the classifier takes {cls_pre.frames} frames, the samples have "
             f"{frames_n}; train it with --frames {frames_n}"
         )
-    shape = (frames_n, cls_spec["size"], cls_spec["size"])
-    transform = EvalTransform(size=size)
+    shape = (frames_n, *cls_pre.crop_size)
+    transform = EvalTransform(size=size, mean=cls_pre.mean, std=cls_pre.std)
     fake = torch.stack([normalize(c, transform.mean, transform.std) for c in frames])
     fake_logits, fake_feats = _classify(model, fake, shape)
     real_set, _ = build_dataset(
-        spec["data"], "val", clip=ClipSpec(**cls_spec["clip"]), size=size, train=False,
-        bad_files="skip",
+        str(spec.source.data), "val", clip=clip_spec(cls_pre), size=size, train=False,
+        bad_files="skip", eval_transform=transform,
     )  # fmt: skip
     real_clips, real_labels = [], []
     for batch in build_loader(real_set, batch_size=16, train=False, num_workers=0):
         if batch["video"] is not None:
             real_clips.append(batch["video"][:, 0])
             real_labels.append(batch["label"])
-    real = torch.cat(real_clips)  # (M, C, T, S, S), ImageNet-normalised
+    real = torch.cat(real_clips)  # (M, C, T, S, S), normalised as the classifier's input
     real_logits, real_feats = _classify(model, real, shape)
     mean = torch.tensor(transform.mean).view(1, 3, 1, 1, 1)
     std = torch.tensor(transform.std).view(1, 3, 1, 1, 1)
@@ -304,7 +313,7 @@ def measure_samples(
     predicted = fake_logits.argmax(-1)
     per_class = {
         name: (predicted[labels == k] == k).float().mean().item()
-        for k, name in enumerate(spec["classes"])
+        for k, name in enumerate(spec.classes)
         if (labels == k).any()
     }
     return {
@@ -333,3 +342,11 @@ def _classify(
         feats.append(model.forward_head(unpooled, pre_logits=True).float())
         logits.append(model.forward_head(unpooled).float())
     return torch.cat(logits), torch.cat(feats)
+
+
+def _clip_preprocessing(spec: ModelSpec) -> Preprocessing:
+    """The clip settings of a saved generator or classifier (square crops of clips)."""
+    pre = spec.preprocessing
+    if pre is None or not isinstance(pre.crop, int):
+        raise ValueError(f"the saved {spec.task} model {spec.model} does not take square clips")
+    return pre

@@ -9,7 +9,6 @@ reconstruction. `tubelet train --init RUN` fine-tunes its encoder (`tubelet.jobs
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -20,8 +19,16 @@ from tubelet.data.annotations import VIDEO_SUFFIXES, EmptySplitError, hold_out
 from tubelet.data.synthetic import ensure_synthetic_dataset
 from tubelet.data.transforms import EvalTransform, TrainTransform
 from tubelet.engine.trainer import OptimConfig, Trainer
-from tubelet.jobs.common import Progress, TrainJob, jsonable, open_run, runtime_config
+from tubelet.jobs.common import (
+    Progress,
+    TrainJob,
+    clip_preprocessing,
+    jsonable,
+    open_run,
+    runtime_config,
+)
 from tubelet.models import architecture_args, create_model
+from tubelet.models.spec import ModelSpec, WeightsSource
 from tubelet.models.videomae import CLASSIFIER_OF, VideoMAEPretrain
 from tubelet.nn.masking import patchify, unpatchify
 from tubelet.tasks.masked_video import MaskedVideoTask
@@ -73,13 +80,13 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         unlabeled_records(data_root, "val"), train=False,
         transform=EvalTransform(size=job.size), **{**common, "bad_files": "skip"},
     )  # fmt: skip
-    spec = {
-        "model": job.model,
-        "model_args": architecture_args(job.model, dict(job.model_args)),
-        "clip": dataclasses.asdict(clip),
-        "size": job.size,
-        "data": str(data_root),
-    }
+    spec = ModelSpec(
+        model=job.model,
+        model_args=architecture_args(job.model, dict(job.model_args)),
+        task="pretrain",
+        preprocessing=clip_preprocessing(job),
+        source=WeightsSource(data=str(data_root)),
+    )
     loaders = {
         "train_loader": build_loader(
             train_set, batch_size=job.batch_size, train=True, num_workers=job.workers, seed=job.seed

@@ -23,8 +23,8 @@ from tubelet.convert import (
     load_checkpoint,
     preprocessing_from_checkpoint,
 )
-from tubelet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tubelet.models import create_model
+from tubelet.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 # `tubelet train`'s clip when neither the options nor a checkpoint say otherwise.
 DEFAULT_FRAMES, DEFAULT_SIZE = 8, 112

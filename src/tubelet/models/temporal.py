@@ -23,9 +23,7 @@ reversal. The transformer adds learned temporal positions, so it can.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import torch
 from einops import rearrange
@@ -33,6 +31,7 @@ from torch import Tensor, nn
 
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import create_model, register_model
+from tubelet.models.spec import read_spec, weights_file
 from tubelet.nn.attention import Attention
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 
@@ -296,23 +295,15 @@ def load_backbone(
     """
     if checkpoint is None:
         return create_model(name, num_classes=1, width=width)
-    root = Path(checkpoint)
-    folder = next(
-        (f for f in (root, root / "best", root / "last") if (f / "model.json").is_file()), None
-    )
-    if folder is None or not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(
-            f"no tubelet checkpoint in {root}: expected model.json and model.safetensors in it or "
-            "in its best/ or last/ folder (a run folder of `tubelet train`)"
-        )
-    spec: dict[str, Any] = json.loads((folder / "model.json").read_text())
-    args = dict(spec["model_args"])
-    if spec["model"] != name or args.get("width", 64) != width:
+    weights = weights_file(checkpoint)
+    spec = read_spec(weights.parent)
+    args = spec.model_args
+    if spec.model != name or args.get("width", 64) != width:
         raise ValueError(
-            f"backbone_checkpoint {root} holds {spec['model']} with width={args.get('width', 64)}; "
+            f"backbone_checkpoint {checkpoint} holds {spec.model} with width={args.get('width', 64)}; "
             f"the backbone is {name} with width={width}: pass -m width={args.get('width', 64)}"
         )
-    return create_model(name, checkpoint=str(folder / "model.safetensors"), **args)
+    return create_model(name, checkpoint=str(weights), **args)
 
 
 @register_model(kind="features")

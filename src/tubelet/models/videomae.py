@@ -44,9 +44,7 @@ from tubelet.models.vit_video import Block, VideoViTEncoder
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 from tubelet.nn.masking import check_mask, masking_fn, patchify, unpatchify
 from tubelet.nn.positions import sinusoid_positions
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # tubelet.data.transforms normalises clips with these
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from tubelet.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 # Pre-training model -> the classifier its encoder initialises.
 CLASSIFIER_OF = {
