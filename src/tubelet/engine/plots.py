@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tubelet.models.spec import read_spec
+
 CURVES = "curves.png"
 CONFUSION = "confusion.png"
 # Per-epoch values that describe the machine rather than the learning: not plotted.
@@ -37,11 +39,18 @@ def plot_run(root: str | Path) -> list[Path]:
     summary = _read_json(root / "summary.json") or {}
     confusion = summary.get("val_confusion")
     if confusion:
-        spec = _read_json(root / "best" / "model.json") or {}
-        classes = spec.get("classes") or [str(i) for i in range(len(confusion))]
+        classes = _classes(root) or [str(i) for i in range(len(confusion))]
         _save(confusion_figure(confusion, classes), root / CONFUSION)
         written.append(root / CONFUSION)
     return written
+
+
+def _classes(root: Path) -> list[str]:
+    """The class names the run's saved model records (none when it has no readable spec)."""
+    try:
+        return list(read_spec(root).classes)
+    except (FileNotFoundError, ValueError):
+        return []
 
 
 def curves_figure(records: list[dict[str, Any]]) -> Any:
