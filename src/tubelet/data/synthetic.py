@@ -186,8 +186,7 @@ def write_synthetic_dataset(
             video_seed = int(np.random.SeedSequence([seed, label, index]).generate_state(1)[0])
             frames = render_clip(label, seed=video_seed, num_frames=num_frames, size=size)
             relative = f"videos/{name}/{name}_{index:04d}.mp4"
-            # One encoder thread: the same parameters give the same bytes (the cache key promises it).
-            write_video(out / relative, frames, fps, threads=1)
+            write_video(out / relative, frames, fps)
             split = "val" if index >= videos_per_class - num_val else "train"
             lines[split].append(f"{relative} {label}")
             if progress is not None:

@@ -18,15 +18,11 @@ def write_video(
     crf: int = 18,
     gop: int | None = None,
     bframes: int | None = None,
-    threads: int | None = None,
 ) -> Path:
     """Write uint8 frames (T, H, W, 3) to `path`; the suffix picks the format (.mp4 or .gif).
 
     mp4 is H.264 in yuv420p, so odd sizes are padded by one pixel on the right/bottom edge (the
     encoder needs even sizes). `gop` and `bframes` set the keyframe interval and B-frame count.
-    `threads` sets the encoder's threads (None: FFmpeg's choice); with threads=1 the same frames
-    give the same bytes on every machine and every run, which x264's threaded encoder does not
-    promise.
     """
     path = Path(path)
     array = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
@@ -45,19 +41,12 @@ def write_video(
     if suffix == ".gif":
         _write_gif(path, array, rate)
     else:
-        _write_mp4(path, array, rate, crf=crf, gop=gop, bframes=bframes, threads=threads)
+        _write_mp4(path, array, rate, crf=crf, gop=gop, bframes=bframes)
     return path
 
 
 def _write_mp4(
-    path: Path,
-    array: np.ndarray,
-    rate: Fraction,
-    *,
-    crf: int,
-    gop: int | None,
-    bframes: int | None,
-    threads: int | None,
+    path: Path, array: np.ndarray, rate: Fraction, *, crf: int, gop: int | None, bframes: int | None
 ) -> None:
     height, width = array.shape[1:3]
     pad_h, pad_w = height % 2, width % 2
@@ -72,8 +61,6 @@ def _write_mp4(
         stream = container.add_stream("libx264", rate=rate, options=options)
         stream.width, stream.height = array.shape[2], array.shape[1]
         stream.pix_fmt = "yuv420p"
-        if threads is not None:
-            stream.codec_context.thread_count = threads
         for image in array:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
