@@ -28,7 +28,18 @@ def extract(
         str | None, typer.Option(help="Registered model (random weights without --checkpoint).")
     ] = None,
     checkpoint: Annotated[
-        Path | None, typer.Option(help="Run folder of `tubelet train` whose model to use.")
+        Path | None,
+        typer.Option(
+            help="Run folder of `tubelet train` whose model to use, or a published checkpoint "
+            "(file or folder) with --model and --checkpoint-format."
+        ),
+    ] = None,
+    checkpoint_format: Annotated[
+        str | None,
+        typer.Option(
+            help="Format of a published --checkpoint: torchvision, transformers, pytorchvideo or "
+            "pyslowfast (its preprocessing is applied)."
+        ),
     ] = None,
     model_arg: Annotated[
         list[str],
@@ -42,7 +53,10 @@ def extract(
     ] = "frame",
     window: Annotated[int, typer.Option(help="Frames per clip window.")] = 16,
     stride: Annotated[int, typer.Option(help="Frames between clip windows.")] = 8,
-    size: Annotated[int, typer.Option(help="Short side and centre crop in pixels.")] = 112,
+    size: Annotated[
+        int | None,
+        typer.Option(help="Centre crop in pixels (default: the checkpoint's crop, else 112)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
     dtype: Annotated[str, typer.Option(help="Stored as float32, float16 or bfloat16.")] = "float32",
 ) -> None:
@@ -51,7 +65,8 @@ def extract(
 
     folder = run_job(
         lambda: extract_features(
-            out=out, data=data, videos=videos, model=model, checkpoint=checkpoint, level=level,
+            out=out, data=data, videos=videos, model=model, checkpoint=checkpoint,
+            checkpoint_format=checkpoint_format, level=level,
             window=window, stride=stride, size=size, batch_size=batch_size,
             model_args=parse_model_args(model_arg), dtype=dtype,
         )

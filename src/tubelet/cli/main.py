@@ -215,11 +215,28 @@ def evaluate(
         ),
     ] = False,
     model: Annotated[
-        str | None, typer.Option(help="With --zero-shot: the video-text model.")
+        str | None,
+        typer.Option(
+            help="A published checkpoint's registered model (`tubelet models`); with --zero-shot, "
+            "the video-text model."
+        ),
     ] = None,
     checkpoint_format: Annotated[
-        str, typer.Option(help="With --zero-shot: the format of --checkpoint.")
-    ] = "transformers",
+        str | None,
+        typer.Option(
+            help="Format of a published --checkpoint: torchvision, transformers, pytorchvideo or "
+            "pyslowfast (with --zero-shot: transformers, the default)."
+        ),
+    ] = None,
+    model_arg: Annotated[
+        list[str],
+        typer.Option(
+            "--model-arg",
+            "-m",
+            metavar="KEY=VALUE",
+            help="Builder argument of --model the checkpoint does not state, repeatable.",
+        ),
+    ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
 ) -> None:
     """Evaluate a trained model on the val split with multi-view testing (detectors: mAP per tIoU)."""
     from tubelet.jobs import default_workers
@@ -232,13 +249,14 @@ def evaluate(
             raise typer.BadParameter("--zero-shot needs --model (a video-text model) and --data")
         metrics = run_job(
             lambda: evaluate_zero_shot(
-                data, model=model, checkpoint=checkpoint, checkpoint_format=checkpoint_format,
-                batch_size=batch_size, workers=workers,
+                data, model=model, checkpoint=checkpoint,
+                checkpoint_format=checkpoint_format or "transformers", batch_size=batch_size,
+                workers=workers,
             )
         )  # fmt: skip
         views = "zero-shot"
     else:
-        if run_job(lambda: detect.is_detection_run(checkpoint)):
+        if model is None and run_job(lambda: detect.is_detection_run(checkpoint)):
             return detect.evaluate_detection(checkpoint, data, batch_size)
         from tubelet.jobs.classification import evaluate as evaluate_job
 
@@ -246,9 +264,12 @@ def evaluate(
         metrics = run_job(
             lambda: evaluate_job(
                 checkpoint, data=data, clips=clips, crops=crops, batch_size=batch_size,
-                workers=workers,
+                workers=workers, model=model, checkpoint_format=checkpoint_format,
+                model_args=parse_model_args(model_arg),
             )
         )  # fmt: skip
+        for note in metrics.get("notes", []):
+            console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     table = Table(title=f"{checkpoint.name}: {views} views")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -272,12 +293,33 @@ def predict(
             "--labels", help="Zero-shot: a class text, repeatable (a video-text --model)."
         ),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="With --labels: the video-text model.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="A published checkpoint's registered model (`tubelet models`); with --labels, "
+            "the video-text model."
+        ),
+    ] = None,
     checkpoint_format: Annotated[
-        str, typer.Option(help="With --labels: the format of --checkpoint.")
-    ] = "transformers",
+        str | None,
+        typer.Option(
+            help="Format of a published --checkpoint: torchvision, transformers, pytorchvideo or "
+            "pyslowfast (with --labels: transformers, the default)."
+        ),
+    ] = None,
+    model_arg: Annotated[
+        list[str],
+        typer.Option(
+            "--model-arg",
+            "-m",
+            metavar="KEY=VALUE",
+            help="Builder argument of --model the checkpoint does not state, repeatable.",
+        ),
+    ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
 ) -> None:
-    """Classify one video with a trained model, or rank texts (--labels) with a video-text model."""
+    """Classify one video with a trained model (a run folder), or with a published checkpoint
+    (--model, --checkpoint FILE_OR_FOLDER, --checkpoint-format), using the class names and
+    preprocessing the checkpoint comes with; or rank texts (--labels) with a video-text model."""
     if labels:
         from tubelet.jobs.zero_shot import predict_zero_shot
 
@@ -286,7 +328,7 @@ def predict(
         ranked = run_job(
             lambda: predict_zero_shot(
                 video, labels, model=model, checkpoint=checkpoint,
-                checkpoint_format=checkpoint_format,
+                checkpoint_format=checkpoint_format or "transformers",
             )
         )  # fmt: skip
         top = [{"class": r["label"], **r} for r in ranked[:top_k]]
@@ -294,7 +336,12 @@ def predict(
         from tubelet.jobs.classification import predict as predict_job
 
         clips, crops = parse_views(views)
-        top = run_job(lambda: predict_job(checkpoint, video, top_k=top_k, clips=clips, crops=crops))
+        top = run_job(
+            lambda: predict_job(
+                checkpoint, video, top_k=top_k, clips=clips, crops=crops, model=model,
+                checkpoint_format=checkpoint_format, model_args=parse_model_args(model_arg),
+            )
+        )  # fmt: skip
     if as_json:
         print(json.dumps({"video": str(video), "predictions": top}, indent=2))
         return

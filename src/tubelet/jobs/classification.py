@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from tubelet.convert import architecture_from_checkpoint
+from tubelet.convert.published import published_use
 from tubelet.data import ClipSpec, build_dataset, build_loader
 from tubelet.data.sampling import temporal_views
 from tubelet.data.synthetic import ensure_synthetic_dataset
@@ -110,6 +113,56 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     return trainer.fit()
 
 
+def load_classifier(
+    checkpoint: Path,
+    *,
+    model: str | None = None,
+    checkpoint_format: str | None = None,
+    model_args: dict[str, Any] | None = None,
+) -> tuple[nn.Module, ModelSpec, tuple[str, ...]]:
+    """The clip classifier at `checkpoint`, its spec, and notes on what had to be assumed.
+
+    Without `model`, `checkpoint` is a run or checkpoint folder of tubelet, whose spec says it all.
+    With `model`, it is a published checkpoint (a file or a folder) in `checkpoint_format`, loaded
+    into that registered model (`model_args` over the architecture the checkpoint states); the
+    class names and preprocessing come from what the format ships (`tubelet.convert.published`).
+    """
+    if model is None:
+        if checkpoint_format not in (None, "tubelet"):
+            raise ValueError(
+                f"--checkpoint-format {checkpoint_format} needs --model: the registered model "
+                "the published checkpoint loads into (`tubelet models`)"
+            )
+        net, spec = load_model(checkpoint)
+        return net, spec, ()
+    if checkpoint_format is None:
+        raise ValueError(
+            f"--model {model} with --checkpoint {checkpoint}: give its --checkpoint-format "
+            "(torchvision, transformers, pytorchvideo or pyslowfast), or leave --model out for a "
+            "tubelet run folder"
+        )
+    args = {
+        **architecture_from_checkpoint(model, checkpoint, checkpoint_format),
+        **(model_args or {}),
+    }
+    net = create_model(
+        model, checkpoint=str(checkpoint), checkpoint_format=checkpoint_format, **args
+    )
+    num_classes = getattr(net, "num_classes", None)
+    if num_classes is None:
+        raise ValueError(f"{model} is not a clip classifier (`tubelet models`: kind video)")
+    use = published_use(model, checkpoint, checkpoint_format, num_classes)
+    spec = ModelSpec(
+        model=model,
+        model_args=architecture_args(model, {**args, "num_classes": num_classes}),
+        task="classification",
+        classes=use.classes,
+        preprocessing=Preprocessing(**use.preprocessing),
+        source=WeightsSource(format=checkpoint_format, checkpoint=str(checkpoint)),
+    )
+    return net, spec, use.notes
+
+
 def evaluate(
     checkpoint: Path,
     *,
@@ -119,12 +172,18 @@ def evaluate(
     batch_size: int = 8,
     workers: int = 1,
     show_progress: bool = True,
+    model: str | None = None,
+    checkpoint_format: str | None = None,
+    model_args: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Multi-view evaluation (clips x crops per video) of a saved model on a data set's val split.
+    """Multi-view evaluation (clips x crops per video) of a saved or published model (see
+    `load_classifier`) on a data set's val split.
 
-    The metrics are also written to `eval-{clips}x{crops}.json` in the run folder.
+    For a run folder the metrics are also written to `eval-{clips}x{crops}.json` in it.
     """
-    model, spec = load_model(checkpoint)
+    net, spec, notes = load_classifier(
+        checkpoint, model=model, checkpoint_format=checkpoint_format, model_args=model_args
+    )
     pre = _clip_model(spec, checkpoint)
     if data is None and spec.source.data is None:
         raise ValueError(f"{checkpoint} does not record its data set: pass --data DIR")
@@ -144,10 +203,13 @@ def evaluate(
     bad_files: dict[str, dict[str, str]] = {}
     with TrainProgress(enabled=show_progress) as progress:
         metrics = evaluate_loader(
-            model.to(device), task, loader, device=device, progress=progress, bad_files=bad_files
+            net.to(device), task, loader, device=device, progress=progress, bad_files=bad_files
         )
     metrics["views"] = f"{clips}x{crops}"
     metrics["bad_files"] = [{"path": p, **i} for p, i in sorted(bad_files.items())]
+    metrics["notes"] = list(notes)
+    if model is not None:  # a published checkpoint: no run folder to write into
+        return metrics
     run_root = find_checkpoint(checkpoint).parent
     if (run_root / "config.json").is_file():
         (run_root / f"eval-{clips}x{crops}.json").write_text(json.dumps(metrics, indent=2))
@@ -155,11 +217,22 @@ def evaluate(
 
 
 def predict(
-    checkpoint: Path, video: Path, *, top_k: int = 5, clips: int = 1, crops: int = 1
+    checkpoint: Path,
+    video: Path,
+    *,
+    top_k: int = 5,
+    clips: int = 1,
+    crops: int = 1,
+    model: str | None = None,
+    checkpoint_format: str | None = None,
+    model_args: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The `top_k` classes of one video file with their probabilities (views averaged)."""
-    model, spec = load_model(checkpoint)
-    model.eval()
+    """The `top_k` classes of one video file with their probabilities (views averaged), by a
+    saved or published model (see `load_classifier`), fed as its spec's preprocessing says."""
+    net, spec, _ = load_classifier(
+        checkpoint, model=model, checkpoint_format=checkpoint_format, model_args=model_args
+    )
+    net.eval()
     pre = _clip_model(spec, checkpoint)
     clip = clip_spec(pre)
     transform = eval_transform(pre, crops)
@@ -173,7 +246,7 @@ def predict(
     frames = frames.view(len(views), clip.frames, *frames.shape[1:])  # (V_t, T, H, W, 3)
     batch = torch.cat([transform(c) for c in frames])  # (V, C, T, S, S)
     with torch.no_grad():
-        probs = model(batch).softmax(-1).mean(0)  # (K,)
+        probs = net(batch).softmax(-1).mean(0)  # (K,)
     top = probs.topk(min(top_k, len(probs)))
     return [
         {"class": spec.classes[i], "index": i, "probability": p}

@@ -52,10 +52,12 @@ from tubelet.engine.distributed import launch_env
 from tubelet.engine.run import versions
 from tubelet.io import VideoDecodeError, VideoReader
 from tubelet.models import create_model
+from tubelet.models.spec import Preprocessing
 
 # Frames decoded per call to the reader: bounds memory on long videos; each call after the first
 # re-decodes at most one GOP before its first frame.
 DECODE_CHUNK = 256
+DEFAULT_SIZE = 112  # the crop of a model whose checkpoint records none
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,11 @@ def extract_features(
     videos: list[Path] | None = None,
     model: str | None = None,
     checkpoint: Path | None = None,
+    checkpoint_format: str | None = None,
     level: str = "frame",
     window: int = 16,
     stride: int = 8,
-    size: int = 112,
+    size: int | None = None,
     batch_size: int = 8,
     show_progress: bool = True,
     model_args: dict[str, Any] | None = None,
@@ -89,16 +92,19 @@ def extract_features(
     into the features folder `out`; returns `out`.
 
     `model` is a registered name (random weights unless `checkpoint`), `checkpoint` a run or
-    checkpoint folder of `tubelet train` (then `model` may be left out, or must match it).
-    `model_args` go to the builder (ignored with a checkpoint). At level "frame" `window` is 1 and
-    `stride` 1 whatever is passed; at "clip", windows of `window` frames start every `stride`
-    frames. A forward pass takes `batch_size` windows, or `batch_size * window` frames at frame
+    checkpoint folder of `tubelet train` (then `model` may be left out, or must match it), or with
+    `checkpoint_format` a published checkpoint that `model` loads (`classification.load_classifier`).
+    `model_args` go to the builder (ignored with a run's checkpoint). Frames are resized, cropped
+    (`size`: the checkpoint's crop by default, else 112) and normalised as the checkpoint was
+    trained or published with (ImageNet's statistics for a model without one). At level "frame"
+    `window` is 1 and `stride` 1 whatever is passed; at "clip", windows of `window` frames start
+    every `stride` frames. A forward pass takes `batch_size` windows, or `batch_size * window` frames at frame
     level. Features are stored as `dtype`. The run's summary (videos done, skipped, unreadable,
     features, seconds) is written to `out/summary-<rank>.json`.
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
-    if window < 1 or stride < 1 or size < 1 or batch_size < 1:
+    if window < 1 or stride < 1 or (size is not None and size < 1) or batch_size < 1:
         raise ValueError(
             f"window, stride, size and batch_size must be >= 1, got {window}, {stride}, {size}, "
             f"{batch_size}"
@@ -107,10 +113,13 @@ def extract_features(
     if level == "frame":
         window, stride = 1, 1
     sources, data_meta = _sources(data, videos)
-    net, meta = _load_backbone(model, checkpoint, model_args or {})
+    net, meta, pre = _load_backbone(model, checkpoint, checkpoint_format, model_args or {})
+    size = size or (pre.crop if pre is not None and isinstance(pre.crop, int) else DEFAULT_SIZE)
+    resize = max(size, pre.resize_to) if pre is not None and pre.crop == size else size
+    mean, std = (pre.mean, pre.std) if pre is not None else (IMAGENET_MEAN, IMAGENET_STD)
     meta.update(
-        level=level, window=window, stride=stride, size=size, crop="center",
-        mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), dim=int(net.num_features), **data_meta,
+        level=level, window=window, stride=stride, size=size, resize=resize, crop="center",
+        mean=list(mean), std=list(std), dim=int(net.num_features), **data_meta,
     )  # fmt: skip
     launched = launch_env()
     rank, world_size = launched.rank, launched.world_size
@@ -127,7 +136,10 @@ def extract_features(
     by_key = {s.key: s for s in sources}
     mine = writer.pending(list(by_key))
     share = len(shard_videos(list(by_key), rank, world_size))
-    extractor = _Extractor(net, level, window, stride, size, batch_size, device, frames_per_forward)
+    transform = EvalTransform(size=size, crops=1, mean=mean, std=std, resize=resize)
+    extractor = _Extractor(
+        net, level, window, stride, transform, batch_size, device, frames_per_forward
+    )
     bad: list[dict[str, str]] = []
     num_features = num_frames = 0
     start = time.perf_counter()
@@ -180,7 +192,7 @@ class _Extractor:
         level: str,
         window: int,
         stride: int,
-        size: int,
+        transform: EvalTransform,
         batch_size: int,
         device: torch.device,
         frames_per_forward: int,
@@ -190,16 +202,15 @@ class _Extractor:
         self.level = level
         self.window = window
         self.stride = stride
-        self.size = size
         self.batch_size = batch_size
         self.device = device
-        self.transform = EvalTransform(size=size, crops=1)
+        self.transform = transform  # resize (the reader does it while decoding), crop, normalise
 
     @torch.inference_mode()
     def __call__(self, path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, int]:
         """Features (N, D), centre times (N,), first frames (N,), fps and frame count of a video."""
         pts: list[torch.Tensor] = []
-        with VideoReader(path, short_side=self.size) as reader:
+        with VideoReader(path, short_side=self.transform.resize or self.transform.size) as reader:
             n, fps = reader.num_frames, reader.fps
             starts = window_starts(n, self.window, self.stride)  # (N,)
             chunks = self._chunks(reader, pts)
@@ -284,9 +295,27 @@ def window_starts(num_frames: int, window: int, stride: int) -> torch.Tensor:
 
 
 def _load_backbone(
-    model: str | None, checkpoint: Path | None, model_args: dict[str, Any]
-) -> tuple[nn.Module, dict[str, Any]]:
-    """The model and the meta entries that name it."""
+    model: str | None,
+    checkpoint: Path | None,
+    checkpoint_format: str | None,
+    model_args: dict[str, Any],
+) -> tuple[nn.Module, dict[str, Any], Preprocessing | None]:
+    """The model, the meta entries that name it, and the preprocessing its checkpoint records."""
+    if checkpoint is not None and checkpoint_format not in (None, "tubelet"):
+        from tubelet.jobs.classification import load_classifier
+
+        if model is None:
+            raise ValueError(
+                f"--checkpoint-format {checkpoint_format} needs --model: the registered model "
+                "the published checkpoint loads into (`tubelet models`)"
+            )
+        net, spec, _ = load_classifier(
+            checkpoint, model=model, checkpoint_format=checkpoint_format, model_args=model_args
+        )
+        return net, {
+            "model": model, "model_args": spec.model_args, "checkpoint": str(checkpoint),
+            "checkpoint_format": checkpoint_format,
+        }, spec.preprocessing  # fmt: skip
     if checkpoint is not None:
         net, spec = load_model(checkpoint)
         if model is not None and model != spec.model:
@@ -296,8 +325,8 @@ def _load_backbone(
             )
         return net, {
             "model": spec.model, "model_args": spec.model_args,
-            "checkpoint": str(find_checkpoint(checkpoint).resolve()),
-        }  # fmt: skip
+            "checkpoint": str(find_checkpoint(checkpoint).resolve()), "checkpoint_format": "tubelet",
+        }, spec.preprocessing  # fmt: skip
     if model is None:
         raise ValueError("name a model (--model NAME) or a trained one (--checkpoint RUN_DIR)")
     net = create_model(model, **model_args)
@@ -306,7 +335,7 @@ def _load_backbone(
             f"{model} is not a video classifier (forward_features / forward_head / num_features); "
             "features come from classifiers (`tubelet models`)"
         )
-    return net, {"model": model, "model_args": model_args, "checkpoint": None}
+    return net, {"model": model, "model_args": model_args, "checkpoint": None}, None
 
 
 def _sources(data: Path | None, videos: list[Path] | None) -> tuple[list[_Source], dict[str, Any]]:
