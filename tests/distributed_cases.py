@@ -49,13 +49,16 @@ class Clips(Dataset):
 
 
 class Net(nn.Module):
-    """Two Linear layers in a Sequential (so FSDP shards them one by one); with checkpointing on,
-    each layer recomputes its forward in backward."""
+    """Two Linear layers in a Sequential (so FSDP shards them one by one), with a BatchNorm between
+    them when `norm`; with checkpointing on, each layer recomputes its forward in backward."""
 
-    def __init__(self):
+    def __init__(self, norm=False):
         super().__init__()
         torch.manual_seed(0)
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(96, 16), nn.ReLU(), nn.Linear(16, 3))
+        middle = [nn.BatchNorm1d(16)] if norm else []
+        self.body = nn.Sequential(
+            nn.Flatten(), nn.Linear(96, 16), *middle, nn.ReLU(), nn.Linear(16, 3)
+        )
         self.checkpointing = False
 
     def set_grad_checkpointing(self, enable=True):
@@ -76,12 +79,12 @@ VAL = Clips(7, seed=2, views=True)
 
 def make_trainer(
     root, *, rank=0, world=1, batch_size=8, epochs=1, parallel="ddp", bad=(), precision="fp32",
-    checkpointing=False,
+    checkpointing=False, norm=False,
 ):  # fmt: skip
     train = Clips(8, seed=1, bad=bad)
     sampler = ShuffleSampler(len(train), seed=0, rank=rank, world_size=world)
     return Trainer(
-        Net(), ClassificationTask(CLASSES, label_smoothing=0.0),
+        Net(norm), ClassificationTask(CLASSES, label_smoothing=0.0),
         train_loader=DataLoader(train, batch_size, sampler=sampler, collate_fn=collate_clips),
         val_loader=DataLoader(
             VAL, batch_size=3, sampler=ShardSampler(len(VAL), rank=rank, world_size=world),
@@ -148,11 +151,12 @@ def join(rank, world, port):
 
 
 def sharded_worker(rank, world, port, root, results):
-    """FSDP with bf16 mixed precision and checkpointing: a run stopped in epoch 2 and resumed from
-    its sharded checkpoint equals a straight run; a one-process run's checkpoint resumes here."""
+    """FSDP with bf16 mixed precision (a BatchNorm kept in float32) and checkpointing: a run
+    stopped in epoch 2 and resumed from its sharded checkpoint equals a straight run; a one-process
+    run's checkpoint resumes here."""
     join(rank, world, port)
     out = {}
-    kw = {"rank": rank, "world": world, "batch_size": 2, "parallel": "fsdp"}
+    kw = {"rank": rank, "world": world, "batch_size": 2, "parallel": "fsdp", "norm": True}
     kw |= {"precision": "bf16", "checkpointing": True}
     straight = make_trainer(f"{root}/straight", epochs=2, **kw)
     straight.fit()

@@ -16,9 +16,10 @@ def _assert_same(a, b):
 
 @pytest.mark.slow
 def test_sharded_checkpoints_resume_on_two_processes_and_on_one(tmp_path):
-    """FSDP (bf16 parameters, activation checkpointing) on 2 gloo processes: each writes its own
-    shards, a resumed run equals a straight one, and the shards resume 2 -> 1 and 1 -> 2."""
-    one = make_trainer(tmp_path / "one", epochs=1, batch_size=4)
+    """FSDP (bf16 parameters, BatchNorm in float32, activation checkpointing) on 2 gloo processes:
+    each writes its own shards, a resumed run equals a straight one, the weights stay finite, and
+    the shards resume 2 -> 1 and 1 -> 2."""
+    one = make_trainer(tmp_path / "one", epochs=1, batch_size=4, norm=True)
     one.fit()  # a one-process run: whole weights, resumed below by two processes
     results = mp.Manager().dict()
     mp.spawn(sharded_worker, args=(2, free_port(), str(tmp_path), results), nprocs=2, join=True)
@@ -28,6 +29,7 @@ def test_sharded_checkpoints_resume_on_two_processes_and_on_one(tmp_path):
         _assert_same(got["resumed"]["moments"], got["straight"]["moments"])
         _assert_same(got["from_one"]["params"], trainer_state(one)["params"])  # 1 -> 2
         _assert_same(got["from_one"]["moments"], trainer_state(one)["moments"])
+    assert all(torch.isfinite(p).all() for p in results[0]["resumed"]["params"])
     last = tmp_path / "sharded" / "last"
     files = sorted((last / sharded.SHARDED).glob("*.safetensors"))
     assert len(files) == 2  # one per process, none holds the whole model
@@ -36,7 +38,7 @@ def test_sharded_checkpoints_resume_on_two_processes_and_on_one(tmp_path):
     assert not (last / "model.safetensors").exists()
     assert find_checkpoint(tmp_path / "sharded") == tmp_path / "sharded" / "best"
     # 2 -> 1: one process reads every shard (the run is complete, so nothing more is trained).
-    alone = make_trainer(tmp_path / "sharded", epochs=2, batch_size=4)
+    alone = make_trainer(tmp_path / "sharded", epochs=2, batch_size=4, norm=True)
     alone.fit()
     state = trainer_state(alone)
     _assert_same(state["params"], results[0]["resumed"]["params"])

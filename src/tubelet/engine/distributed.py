@@ -146,24 +146,25 @@ def wrap_model(
     if dist_env().world_size == 1:
         return model
     if parallel == "fsdp":
-        fully_shard, policy_class = _fsdp2()
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        policy = policy_class(param_dtype=dtype, reduce_dtype=torch.float32 if dtype else None)
+        if dtype is not None:
+            # BatchNorm keeps float32 weights beside its float32 running statistics (it takes a
+            # half-precision input with them); a unit of its own gives it its own policy.
+            for norm in model.modules():
+                if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.affine:
+                    fully_shard(norm, mp_policy=MixedPrecisionPolicy())
+        policy = MixedPrecisionPolicy(
+            param_dtype=dtype, reduce_dtype=torch.float32 if dtype else None
+        )
         for unit in fsdp_units(model):
-            fully_shard(unit, mp_policy=policy)
+            if not is_fsdp(unit):  # a BatchNorm item of a Sequential has its unit already
+                fully_shard(unit, mp_policy=policy)
         fully_shard(model, mp_policy=policy)
         return model
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-def _fsdp2() -> tuple[Callable[..., Any], type]:
-    """`fully_shard` and `MixedPrecisionPolicy`: public in torch >= 2.6, private in 2.4-2.5."""
-    try:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    except ImportError:  # torch 2.4/2.5
-        from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
-    return fully_shard, MixedPrecisionPolicy
 
 
 def fsdp_units(model: nn.Module) -> list[nn.Module]:
@@ -185,10 +186,8 @@ def fsdp_units(model: nn.Module) -> list[nn.Module]:
 
 def is_fsdp(model: nn.Module) -> bool:
     """Whether `fully_shard` wrapped this model."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # torch 2.4/2.5
-        from torch.distributed._composable.fsdp import FSDPModule
+    from torch.distributed.fsdp import FSDPModule
+
     return isinstance(model, FSDPModule)
 
 

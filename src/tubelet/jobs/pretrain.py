@@ -105,8 +105,11 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         **loaders,
     )  # fmt: skip
     summary = trainer.fit()
-    if trainer.env.is_main:
-        png = save_reconstructions(model, val_set, run.root / PNG_NAME, seed=job.seed)
+    # A sharded model's forward gathers its weights from every process: all of them draw it.
+    if trainer.env.is_main or trainer.fsdp:
+        png = save_reconstructions(
+            model, val_set, run.root / PNG_NAME, seed=job.seed, write=trainer.env.is_main
+        )
         summary["reconstruction_png"] = str(png)
         run.write_summary(summary)
     return summary
@@ -132,14 +135,22 @@ def reconstruction_rows(
 
 
 def save_reconstructions(
-    model: VideoMAEPretrain, dataset: VideoDataset, path: Path, *, clips: int = 4, seed: int = 0
+    model: VideoMAEPretrain,
+    dataset: VideoDataset,
+    path: Path,
+    *,
+    clips: int = 4,
+    seed: int = 0,
+    write: bool = True,
 ) -> Path:
-    """Write a PNG of `clips` validation clips (original / masked / reconstruction rows)."""
+    """Write a PNG of `clips` validation clips (original / masked / reconstruction rows); with
+    `write=False` only run the model (a process of a sharded model that is not rank 0)."""
     items = [dataset[i] for i in range(min(clips, len(dataset)))]
     videos = [item["video"][0] for item in items if item["video"] is not None]  # first view
     if not videos:
         raise ValueError(f"no readable validation video to draw {path.name} from")
     device = next(model.parameters()).device
     frames = reconstruction_rows(model, torch.stack(videos).to(device), seed=seed)
-    save_image(frames, str(path), nrow=videos[0].shape[1], padding=1, pad_value=1.0)
+    if write:
+        save_image(frames, str(path), nrow=videos[0].shape[1], padding=1, pad_value=1.0)
     return path
