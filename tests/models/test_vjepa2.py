@@ -77,3 +77,10 @@ def test_selective_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(q.grad, p.grad, msg=key)
     with pytest.raises(ValueError, match="grad checkpointing level"):
         ckpt.set_grad_checkpointing("some")
+
+
+def test_a_seed_gives_the_same_backbone_whatever_the_head():
+    attentive, linear = tiny(head="attentive"), tiny(head="linear")
+    for key, value in linear.state_dict().items():
+        if not key.startswith("fc."):
+            assert torch.equal(attentive.state_dict()[key], value), key

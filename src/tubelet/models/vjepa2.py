@@ -190,6 +190,7 @@ class VJEPA2(VideoClassifier):
             for rate in rates
         )
         self.norm = nn.LayerNorm(width, eps=norm_eps)
+        init_vit_weights(self.blocks)  # before the head: a seed gives one backbone for any head
         self.head = head
         self.pooler = (
             # The pooler's MLPs are 4x wide whatever the encoder's ratio (Hugging Face's layout).
@@ -197,7 +198,6 @@ class VJEPA2(VideoClassifier):
             if head == "attentive"
             else None
         )
-        init_vit_weights(self.blocks)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C, T, H, W) -> normalised tokens laid out as (B, D, t, h, w)."""
