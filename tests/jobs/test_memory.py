@@ -209,3 +209,25 @@ def test_memory_command_prints_json_rows_and_a_table():
     assert counted_table.exit_code == 0 and "fake tensors" in counted_table.stdout
     bad = runner.invoke(app, ["memory", "--model", "r2plus1d_18", "-s", "half"])
     assert bad.exit_code == 2 and "unknown strategy 'half'" in bad.output
+
+
+def test_counts_a_text_to_video_denoiser_and_its_lora_fine_tuning():
+    from tubelet.jobs.memory import memory_report
+
+    small = {"dim": 32, "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "text_dim": 16}
+    strategies = [Strategy.parse("checkpointing+bf16"), Strategy.parse("bf16")]
+    full = memory_report("wan_dit", frames=9, size=0, height=32, width=48, batch=1,
+                         strategies=strategies, model_args=small, timed=False)  # fmt: skip
+    lora = memory_report("wan_dit", frames=9, size=0, height=32, width=48, batch=1,
+                         strategies=strategies, model_args=small, timed=False, lora_rank=4)  # fmt: skip
+    checkpointed, plain = full
+    assert checkpointed.activation_bytes < plain.activation_bytes
+    # AdamW: two fp32 moments per weight (and a step counter per tensor).
+    assert 2 <= checkpointed.optimizer_bytes / checkpointed.param_bytes < 2.01
+    adapter = lora[0].grad_bytes
+    # LoRA: only the adapters have gradients and optimizer state; the base is counted once.
+    assert 0 < adapter < 0.2 * checkpointed.grad_bytes
+    assert 2 <= lora[0].optimizer_bytes / adapter < 2.1
+    assert lora[0].param_bytes == checkpointed.param_bytes + adapter
+    with pytest.raises(ValueError, match="frames 1 \\+ 4k"):
+        memory_report("wan_dit", frames=8, size=32, batch=1, model_args=small, timed=False)

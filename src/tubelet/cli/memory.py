@@ -13,9 +13,21 @@ from tubelet.cli.common import app, console, err, parse_model_args, run_job
 
 @app.command(short_help="Memory and time of a training step, per strategy.")
 def memory(
-    model: Annotated[str, typer.Option(help="Registered classifier name (`tubelet models`).")],
+    model: Annotated[
+        str, typer.Option(help="Registered classifier or generation model (`tubelet models`).")
+    ],
     frames: Annotated[int, typer.Option(help="Frames per clip (T).")] = 16,
     size: Annotated[int, typer.Option(help="Crop side S in pixels.")] = 224,
+    height: Annotated[
+        int | None, typer.Option(help="Frame height instead of S (e.g. 480 for 480x832).")
+    ] = None,
+    width: Annotated[int | None, typer.Option(help="Frame width instead of S.")] = None,
+    lora_rank: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="A generation model: LoRA adapters of this rank train, the base frozen."
+        ),
+    ] = None,
     batch: Annotated[int, typer.Option(help="Clips per step (B).")] = 1,
     strategies: Annotated[
         list[str],
@@ -53,7 +65,9 @@ def memory(
     ] = False,
 ) -> None:
     """Measure one training step (forward, loss, backward, AdamW) of MODEL on random clips
-    (B, 3, T, S, S) under each strategy: activation memory, peak memory and step time.
+    (B, 3, T, S, S) under each strategy: activation memory, peak memory and step time. A
+    text-to-video denoiser (wan_dit) trains on the Wan VAE latents of such clips with 512 text
+    tokens; --lora-rank counts LoRA fine-tuning.
 
     On a GPU the peak is the device's peak allocation; on a CPU (and with --count-only) it is the
     tensors saved for backward plus parameters, gradients and optimizer state. The step's wall time
@@ -70,7 +84,7 @@ def memory(
             lambda: memory_report(
                 model, frames=frames, size=size, batch=batch, strategies=parsed,
                 model_args=parse_model_args(model_arg), num_classes=num_classes, repeats=repeats,
-                timed=not count_only,
+                timed=not count_only, height=height, width=width, lora_rank=lora_rank,
             )
         )  # fmt: skip
     if as_json:
@@ -80,7 +94,9 @@ def memory(
     device = base.device
     peak = "peak MiB" if device.startswith("cuda") and not count_only else "total MiB"
     how = "counted on fake tensors" if count_only else f"on {device}"
-    table = Table(title=f"{model}: one training step, batch {batch} x {frames}x{size}x{size} {how}")
+    hw = f"{height or size}x{width or size}"
+    lora = f", LoRA rank {lora_rank}" if lora_rank else ""
+    table = Table(title=f"{model}{lora}: one training step, batch {batch} x {frames}x{hw} {how}")
     for column in ("strategy", "activations MiB", peak, "step s", "cpu s", "activations", "peak"):
         table.add_column(
             column,

@@ -11,10 +11,19 @@ from types import ModuleType
 
 from tubelet.data.synthetic import ensure_synthetic_dataset
 from tubelet.engine.distributed import init_distributed, main_first
-from tubelet.jobs import classification, detection, features, flow, generation, pretrain
+from tubelet.jobs import (
+    autoencoder,
+    classification,
+    detection,
+    features,
+    flow,
+    generation,
+    pretrain,
+)
 from tubelet.jobs.common import Progress, TrainJob, default_workers
 
 TASKS: dict[str, ModuleType] = {
+    "autoencoder": autoencoder,
     "classification": classification,
     "detection": detection,
     "generation": generation,
@@ -47,6 +56,10 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         raise ValueError(
             f"--init starts classification (from a pretrain run) or flow (from a flow run), "
             f"not --task {job.task}: leave --init out"
+        )
+    if job.lora_rank is not None and job.task != "generation":
+        raise ValueError(
+            f"--lora-rank trains adapters of a generation model, not --task {job.task}"
         )
     # Under torchrun: join the process group before loaders are built (they shard by rank), and
     # let rank 0 alone write the built-in dataset.

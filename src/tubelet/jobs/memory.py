@@ -31,14 +31,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.func import functional_call
+from torch.nn.utils.stateless import _reparametrize_module
 
 from tubelet.engine.trainer import autocast, grad_scaler, to_channels_last
 
@@ -207,7 +206,10 @@ def measure_strategies(
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     device = video.device
-    model = model.to(device).train()
+    on_meta = any(p.is_meta for p in model.parameters())  # built to be counted, not run
+    if on_meta and timed:
+        raise ValueError("a model on the meta device can only be counted (timed=False)")
+    model = (model if on_meta else model.to(device)).train()
     if not timed:
         rows = []
         for strategy in strategies:
@@ -299,14 +301,16 @@ def fake_step_bytes(
     clip = to_channels_last(video) if strategy.channels_last else video
     # allow_non_fake_inputs: constants a model creates outside the step (cached tables) join in.
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-        params = {k: mode.from_tensor(p) for k, p in model.named_parameters()}
-        buffers = {k: mode.from_tensor(b) for k, b in model.named_buffers()}
+        params = {k: _fake(mode, p, video.device) for k, p in model.named_parameters()}
+        buffers = {k: _fake(mode, b, video.device) for k, b in model.named_buffers()}
         trained = [p for p in params.values() if p.requires_grad]
         fake_clip, fake_labels = mode.from_tensor(clip), mode.from_tensor(labels)
-        fake_model = partial(functional_call, model, {**params, **buffers})  # fake_model(x)
-        with autocast(video.device, strategy.precision), saved_tensor_bytes(trained) as saved:
-            loss = loss_fn(fake_model, fake_clip, fake_labels)
-        loss.backward()  # fp16 loss scaling changes no tensor's size
+        # The fake weights stay in the model through backward too, where checkpointed blocks
+        # run their forward again (functional_call would put the real ones back before that).
+        with _reparametrize_module(model, {**params, **buffers}):
+            with autocast(video.device, strategy.precision), saved_tensor_bytes(trained) as saved:
+                loss = loss_fn(model, fake_clip, fake_labels)
+            loss.backward()  # fp16 loss scaling changes no tensor's size
         optimizer = torch.optim.AdamW(trained, lr=1e-4)
         optimizer.step()
         return (
@@ -315,6 +319,32 @@ def fake_step_bytes(
             tensor_bytes(p.grad for p in trained),
             optimizer_bytes(optimizer),
         )
+
+
+def _fake(mode: FakeTensorMode, tensor: Tensor, device: torch.device) -> Tensor:
+    """A fake copy of `tensor`; a meta tensor (a model built without memory, see
+    `memory_report`) becomes a fake tensor on `device`."""
+    if tensor.is_meta:
+        fake = mode.fake_tensor_converter.from_meta_and_device(mode, tensor, device)
+        return fake.requires_grad_(tensor.requires_grad)
+    return mode.from_tensor(tensor)
+
+
+def generation_loss(model: Callable[..., Tensor], clip: Tensor, labels: Tensor) -> Tensor:
+    """A denoiser's training loss (flow matching's MSE to a velocity target) on a noisy clip or
+    latents; a text-conditioned model (`text_dim`) attends to `labels`, here the text embeddings
+    (B, L, text_dim), else `labels` are class labels."""
+    t = torch.rand(clip.shape[0], device=clip.device) * 1000
+    target = torch.randn_like(clip)
+    cond = {"context": labels} if labels.is_floating_point() else {"class_labels": labels}
+    out = model(clip, t, **cond)
+    return F.mse_loss(out.float(), target.float())
+
+
+# A text-to-video denoiser's input: latents of the Wan 2.1 VAE (4x in time, 8x in space) and
+# UMT5 text embeddings padded to 512 tokens, as Wan trains.
+WAN_VAE_FACTORS = (4, 8)
+TEXT_TOKENS = 512
 
 
 def _switch(model: nn.Module, strategy: Strategy) -> None:
@@ -347,25 +377,69 @@ def memory_report(
     repeats: int = 3,
     timed: bool = True,
     device: torch.device | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    lora_rank: int | None = None,
 ) -> list[MemoryRow]:
-    """Measure one training step of registered classifier `model_name` on random clips
-    (batch, 3, frames, size, size) under each strategy (the defaults: `DEFAULT_STRATEGIES`);
-    `timed=False` counts the steps on fake tensors instead (see `measure_strategies`).
+    """Measure one training step of registered model `model_name` on random clips
+    (batch, 3, frames, height, width) (`size` x `size` unless `height`/`width` are given) under
+    each strategy (the defaults: `DEFAULT_STRATEGIES`); `timed=False` counts the steps on fake
+    tensors instead (see `measure_strategies`).
 
-    The model has random weights (seeded); every strategy runs on the same input.
+    A classifier trains with cross-entropy. A generation model trains as a denoiser
+    (`generation_loss`); a text-conditioned one (`wan_dit`) on the latents of the Wan VAE of such
+    clips (1 + (frames - 1) / 4 frames, sides / 8) with 512 text tokens. `lora_rank` trains LoRA
+    adapters of that rank on its attention and MLP projections, the base frozen (`tubelet.nn.lora`).
+    Counting builds the model on the meta device (no memory, no initialisation), so a model of
+    billions of parameters is counted in seconds; a timed run has random weights (seeded).
     """
-    from tubelet.models import create_model
+    from tubelet.models import create_model, model_kind
 
-    for name, value in (("frames", frames), ("size", size), ("batch", batch)):
+    height, width = height or size, width or size
+    for name, value in (("frames", frames), ("height", height), ("width", width), ("batch", batch)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     strategies = list(strategies or [Strategy.parse(s) for s in DEFAULT_STRATEGIES])
-    args = {**(model_args or {}), "num_classes": num_classes}
-    generator = torch.Generator().manual_seed(0)
-    video = torch.randn(batch, 3, frames, size, size, generator=generator).to(device)
-    labels = torch.randint(0, num_classes, (batch,), generator=generator).to(device)
-
+    generation = model_kind(model_name) == "generation"
+    args = dict(model_args or {})
+    if not generation:
+        args["num_classes"] = num_classes
     torch.manual_seed(0)
-    model = create_model(model_name, **args)
-    return measure_strategies(model, video, labels, strategies, repeats=repeats, timed=timed)
+    if timed:
+        model = create_model(model_name, **args)
+    else:
+        with torch.device("meta"):
+            model = create_model(model_name, **args)
+    if lora_rank is not None:
+        if not generation:
+            raise ValueError(
+                f"--lora-rank counts LoRA fine-tuning of a generation model, not {model_name}"
+            )
+        from tubelet.nn.lora import LoraSpec, add_lora  # PEFT imports slowly
+
+        add_lora(model, LoraSpec(lora_rank, float(lora_rank)))
+    generator = torch.Generator().manual_seed(0)
+    text_dim = getattr(model, "text_dim", None)
+    if generation and text_dim is not None:
+        t_factor, s_factor = WAN_VAE_FACTORS
+        if (frames - 1) % t_factor or height % (2 * s_factor) or width % (2 * s_factor):
+            raise ValueError(
+                f"{model_name} takes Wan VAE latents: frames 1 + 4k and sides divisible by 16, "
+                f"got {frames} frames of {height}x{width}"
+            )
+        shape = (
+            model.in_channels,
+            1 + (frames - 1) // t_factor,
+            height // s_factor,
+            width // s_factor,
+        )
+        labels = torch.randn(batch, TEXT_TOKENS, text_dim, generator=generator).to(device)
+    else:
+        shape = (3, frames, height, width)
+        labels = torch.randint(0, num_classes, (batch,), generator=generator).to(device)
+    video = torch.randn(batch, *shape, generator=generator).to(device)
+    loss_fn = generation_loss if generation else classification_loss
+    return measure_strategies(
+        model, video, labels, strategies, repeats=repeats, timed=timed, loss_fn=loss_fn
+    )

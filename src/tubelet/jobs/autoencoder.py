@@ -1,0 +1,60 @@
+"""The autoencoder job: train a video VAE (`wan_vae`, small ones by `-m dim=... -m z_dim=...`) on
+clips scaled to [-1, 1], whole frames resized to `--size`, as the generation job reads them, so
+that its latents can serve `tubelet train --task generation -m vae=RUN`.
+
+`-m kl_weight=1e-3` is the KL term's weight (per pixel); the best checkpoint is the epoch with the
+lowest validation L1 reconstruction error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tubelet.data.synthetic import ensure_synthetic_dataset
+from tubelet.engine.trainer import Trainer
+from tubelet.jobs.common import (
+    Progress,
+    TrainJob,
+    jsonable,
+    open_run,
+    optim_config,
+    runtime_config,
+)
+from tubelet.jobs.generation import clip_loaders
+from tubelet.models import architecture_args, create_model, model_kind
+from tubelet.tasks.autoencoder import AutoencoderTask
+
+DEFAULT_MODEL = "wan_vae"
+
+
+def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None = None) -> dict:
+    """Train (or resume) a VAE run in `job.out`; return its summary."""
+    if model_kind(job.model) != "autoencoder":
+        raise ValueError(
+            f"--task autoencoder trains a video VAE (wan_vae), not {job.model!r}: pass --model wan_vae"
+        )
+    data_root = Path(job.data) if job.data else ensure_synthetic_dataset(progress=on_data)
+    run = open_run(job, {**jsonable(job), "data": str(data_root)})
+    model_args: dict[str, Any] = dict(job.model_args)
+    task = AutoencoderTask(float(model_args.pop("kl_weight", 1e-3)))
+    model = create_model(job.model, **model_args)
+    train_loader, val_loader, classes, clip = clip_loaders(job, data_root)
+    spec = {
+        "model": job.model,
+        "model_args": architecture_args(job.model, model_args),
+        "classes": classes,
+        "clip": clip,
+        "size": job.size,
+        "data": str(data_root),
+        "kl_weight": task.kl_weight,
+    }
+    trainer = Trainer(
+        model, task, config=optim_config(job), run=run, spec=spec, show_progress=show_progress,
+        train_loader=train_loader, val_loader=val_loader, monitor="loss", minimize=True,
+        runtime=runtime_config(job),
+    )  # fmt: skip
+    summary = trainer.fit()
+    summary["params"] = sum(p.numel() for p in model.parameters())
+    run.write_summary(summary)
+    return summary
