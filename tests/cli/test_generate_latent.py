@@ -44,7 +44,8 @@ def test_vae_then_latent_dit_then_samples(tiny_dataset, tmp_path):
                     "-m", "shift=2.0", "--out", gen)  # fmt: skip
     assert result.exit_code == 0, result.output
     spec = json.loads((gen / "best" / "model.json").read_text())
-    assert spec["diffusion"]["objective"] == "flow" and len(spec["diffusion"]["latents_std"]) == 4
+    diffusion = spec["task_args"]["diffusion"]
+    assert diffusion["objective"] == "flow" and len(diffusion["latents_std"]) == 4
 
     out = tmp_path / "samples.gif"
     result = invoke("generate", "--checkpoint", gen, "--num", "1", "--steps", "2", "--out", out)

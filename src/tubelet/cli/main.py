@@ -133,6 +133,14 @@ def train(
         float | None,
         typer.Option(help="Layer-wise lr decay for full fine-tuning, e.g. 0.75."),
     ] = None,
+    lora_rank: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="With --task generation: train LoRA adapters of this rank on the attention and "
+            "MLP projections (base weights frozen; base from -m checkpoint=...); saves the adapter.",
+        ),
+    ] = None,
 ) -> None:
     """Train a model (action recognition by default); resumes the run in --out if interrupted."""
     from tubelet.engine.distributed import launched_rank
@@ -174,6 +182,7 @@ def train(
         channels_last=channels_last,
         compile=compile,
         fsdp=fsdp,
+        lora_rank=lora_rank,
         flip=flip,
         bad_files=bad_files,
         workers=default_workers() if workers is None else workers,

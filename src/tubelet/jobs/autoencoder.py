@@ -16,6 +16,7 @@ from tubelet.engine.trainer import Trainer
 from tubelet.jobs.common import (
     Progress,
     TrainJob,
+    clip_preprocessing,
     jsonable,
     open_run,
     optim_config,
@@ -23,6 +24,8 @@ from tubelet.jobs.common import (
 )
 from tubelet.jobs.generation import clip_loaders
 from tubelet.models import architecture_args, create_model, model_kind
+from tubelet.models.spec import ModelSpec, WeightsSource
+from tubelet.normalization import SIGNED_MEAN, SIGNED_STD
 from tubelet.tasks.autoencoder import AutoencoderTask
 
 DEFAULT_MODEL = "wan_vae"
@@ -39,16 +42,16 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     model_args: dict[str, Any] = dict(job.model_args)
     task = AutoencoderTask(float(model_args.pop("kl_weight", 1e-3)))
     model = create_model(job.model, **model_args)
-    train_loader, val_loader, classes, clip = clip_loaders(job, data_root)
-    spec = {
-        "model": job.model,
-        "model_args": architecture_args(job.model, model_args),
-        "classes": classes,
-        "clip": clip,
-        "size": job.size,
-        "data": str(data_root),
-        "kl_weight": task.kl_weight,
-    }
+    train_loader, val_loader, classes = clip_loaders(job, data_root)
+    spec = ModelSpec(
+        model=job.model,
+        model_args=architecture_args(job.model, model_args),
+        task="autoencoder",
+        classes=classes,
+        preprocessing=clip_preprocessing(job, SIGNED_MEAN, SIGNED_STD),
+        source=WeightsSource(data=str(data_root)),
+        task_args={"kl_weight": task.kl_weight},
+    )
     trainer = Trainer(
         model, task, config=optim_config(job), run=run, spec=spec, show_progress=show_progress,
         train_loader=train_loader, val_loader=val_loader, monitor="loss", minimize=True,

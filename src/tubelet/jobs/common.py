@@ -53,6 +53,7 @@ class TrainJob:
     channels_last: bool = False
     compile: bool = False
     fsdp: bool = False
+    lora_rank: int | None = None  # generation: train LoRA adapters of this rank, base frozen
     # Probes and fine-tuning from a published checkpoint (`tubelet.jobs.probe`).
     checkpoint: Path | None = None  # weights to start from (any `tubelet.convert` format)
     checkpoint_format: str | None = None

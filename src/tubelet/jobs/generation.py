@@ -7,10 +7,25 @@ by `--sampling`/`--stride`. Diffusion settings ride in `-m` next to the model's 
 kept apart from them (`DIFFUSION_DEFAULTS`): `-m prediction=epsilon|v`, `-m schedule=cosine|linear`,
 `-m cond_drop=0.1` (share of labels dropped for classifier-free guidance), `-m ema_decay=0.995`.
 The run's checkpoints hold the trained and the EMA weights; sampling uses the EMA weights.
+
+Two objectives (`-m objective=`): "ddpm" (the class-conditional `video_unet`'s default) and "flow"
+(rectified flow, `tubelet.tasks.flow_matching`; the default of text-conditioned models such as
+`wan_dit`, and open to `video_unet` too), with `-m shift=1.0` and
+`-m timestep_sampling=logit_normal|uniform`. A flow run may model the latents of a frozen VAE,
+`-m vae=RUN` (a `--task autoencoder` run; latent statistics are measured on the training clips)
+or `-m vae=FOLDER -m vae_format=diffusers` (Wan 2.1's `vae/`). A text-conditioned model gets
+one embedding per class: `<class>.safetensors` files in `-m text_embeddings=DIR`
+(docs/generation.md shows how to make them with UMT5), or fixed random stand-ins.
+
+`--lora-rank R` trains LoRA adapters (`tubelet.nn.lora`, PEFT) on a flow model's attention and MLP
+projections with the base weights frozen (the base from `-m checkpoint=FOLDER
+-m checkpoint_format=diffusers`, e.g. Wan 2.1's `transformer/`); checkpoints hold the adapter alone,
+the best one is also written as `RUN/adapter.safetensors`, and sampling folds it into the base.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -37,9 +52,17 @@ from tubelet.jobs.common import (
     optim_config,
     runtime_config,
 )
-from tubelet.models import architecture_args, create_model
+from tubelet.models import architecture_args, create_model, model_kind
 from tubelet.models.spec import ModelSpec, Preprocessing, WeightsSource, read_spec
 from tubelet.normalization import SIGNED_MEAN, SIGNED_STD
+from tubelet.tasks.flow_matching import (
+    ClassLabels,
+    Conditioner,
+    FlowMatchEulerSampler,
+    FlowMatchingTask,
+    TextEmbeddings,
+    sample_flow,
+)
 from tubelet.tasks.generation import (
     DDIMSampler,
     DenoiserWithEMA,
@@ -58,7 +81,17 @@ DIFFUSION_DEFAULTS: dict[str, Any] = {
     "train_steps": 1000,
     "cond_drop": 0.1,
     "ema_decay": 0.995,
+    "objective": None,  # "ddpm" or "flow"; None: flow for text-conditioned models, else ddpm
+    "shift": 1.0,
+    "timestep_sampling": "logit_normal",
+    "vae": None,
+    "vae_format": "tubelet",
+    "text_embeddings": None,
+    "lora_alpha": None,  # with --lora-rank R: the LoRA scale numerator (default R)
 }
+OBJECTIVES = ("ddpm", "flow")
+TEXT_TABLE = "text_embeddings.safetensors"
+ADAPTER = "adapter.safetensors"  # a LoRA run's best adapter, with its rank in the metadata
 
 Progress = Callable[[int, int], None]
 
@@ -70,18 +103,9 @@ def split_diffusion_args(model_args: dict[str, Any]) -> tuple[dict[str, Any], di
     return diffusion, rest
 
 
-def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None = None) -> dict:
-    """Train (or resume) a denoiser run in `job.out` (see the module docstring); return its summary.
-
-    The best checkpoint is the epoch with the lowest validation loss of the EMA weights (timesteps
-    and noise fixed per clip, so epochs compare).
-    """
-    data_root = Path(job.data) if job.data else ensure_synthetic_dataset(progress=on_data)
-    run = open_run(job, {**jsonable(job), "data": str(data_root)})
-
-    diffusion, model_args = split_diffusion_args(job.model_args)
-    schedule = NoiseSchedule.create(diffusion["schedule"], int(diffusion["train_steps"]))
-    task = GenerationTask(schedule, diffusion["prediction"], float(diffusion["cond_drop"]))
+def clip_loaders(job: TrainJob, data_root: Path) -> tuple[Any, Any, tuple[str, ...]]:
+    """(train loader, validation loader, classes) of clips in [-1, 1]: whole frames resized to
+    `job.size` (no random crops, so samples and real clips share one framing)."""
     clip = ClipSpec(frames=job.frames, sampling=job.sampling, stride=job.stride)
     train_annotations = read_annotations(data_root, "train")
     val_annotations = read_annotations(data_root, "val")
@@ -96,28 +120,146 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         val_annotations.records, transform=EvalTransform(size=job.size, mean=SIGNED_MEAN, std=SIGNED_STD),
         train=False, **{**common, "bad_files": "skip"},
     )  # fmt: skip
-    model_args = {**model_args, "num_classes": len(train_annotations.classes)}
+    loader_args = {"batch_size": job.batch_size, "num_workers": job.workers, "seed": job.seed}
+    return (
+        build_loader(train_set, train=True, **loader_args),
+        build_loader(val_set, train=False, **loader_args),
+        tuple(train_annotations.classes),
+    )
+
+
+def load_vae(diffusion: dict[str, Any]) -> nn.Module:
+    """The frozen VAE of `-m vae=PATH`: an autoencoder run (`--task autoencoder`), or a diffusers
+    `AutoencoderKLWan` folder with `-m vae_format=diffusers`; its latent statistics are those the
+    generation run measured (`latents_mean`/`latents_std`) when it has them."""
+    if diffusion["vae_format"] == "diffusers":
+        vae = create_model(
+            "wan_vae", checkpoint=str(diffusion["vae"]), checkpoint_format="diffusers"
+        )
+    elif diffusion["vae_format"] == "tubelet":
+        vae, spec = load_model(diffusion["vae"])
+        if model_kind(spec.model) != "autoencoder":
+            raise ValueError(f"-m vae={diffusion['vae']} is a {spec.model} run, not a VAE")
+    else:
+        raise ValueError(
+            f"vae_format must be tubelet or diffusers, not {diffusion['vae_format']!r}"
+        )
+    if diffusion.get("latents_mean") is not None:
+        vae.latents_mean = tuple(diffusion["latents_mean"])
+        vae.latents_std = tuple(diffusion["latents_std"])
+    return vae.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def latent_statistics(vae: nn.Module, loader: Any, max_batches: int = 16) -> tuple[list, list]:
+    """Per-channel mean and std of the VAE's latent means over up to `max_batches` batches."""
+    latents = []
+    for i, batch in enumerate(loader):
+        if i == max_batches:
+            break
+        if batch["video"] is not None:
+            latents.append(vae.encode(batch["video"].float(), chunked=False).mean)
+    z = torch.cat(latents).transpose(0, 1).flatten(1)  # (C, N)
+    return z.mean(1).tolist(), z.std(1).clamp(min=1e-6).tolist()
+
+
+def text_conditioner(
+    diffusion: dict[str, Any], classes: tuple[str, ...], text_dim: int, seed: int
+) -> TextEmbeddings:
+    """Per-class text embeddings: `<class>.safetensors` files in `-m text_embeddings=DIR`, or
+    fixed random stand-ins (seeded) when no folder is given."""
+    folder = diffusion["text_embeddings"]
+    if folder is None:
+        return TextEmbeddings.stand_in(len(classes), text_dim, seed=seed)
+    table = TextEmbeddings.from_files([Path(folder) / f"{name}.safetensors" for name in classes])
+    if table.text_dim != text_dim:
+        raise ValueError(
+            f"text embeddings in {folder} are {table.text_dim} wide, the model takes {text_dim}: "
+            f"build it with -m text_dim={table.text_dim}"
+        )
+    return table
+
+
+def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None = None) -> dict:
+    """Train (or resume) a denoiser run in `job.out` (see the module docstring); return its summary.
+
+    The best checkpoint is the epoch with the lowest validation loss of the EMA weights (timesteps
+    and noise fixed per clip, so epochs compare).
+    """
+    data_root = Path(job.data) if job.data else ensure_synthetic_dataset(progress=on_data)
+    run = open_run(job, {**jsonable(job), "data": str(data_root)})
+
+    diffusion, model_args = split_diffusion_args(job.model_args)
+    train_loader, val_loader, classes = clip_loaders(job, data_root)
     denoiser = create_model(job.model, **model_args)
-    model = DenoiserWithEMA(denoiser, float(diffusion["ema_decay"]))
+    text_dim = getattr(denoiser, "text_dim", None)
+    conditioner: Conditioner
+    if text_dim is None:  # a class-conditional denoiser
+        model_args = {**model_args, "num_classes": len(classes)}
+        denoiser = create_model(job.model, **model_args)
+        conditioner = ClassLabels(len(classes))
+    else:
+        conditioner = text_conditioner(diffusion, classes, text_dim, job.seed)
+        conditioner.save(Path(job.out) / TEXT_TABLE)
+        diffusion["text_table"] = str(Path(job.out).resolve() / TEXT_TABLE)
+    objective = diffusion["objective"] or ("ddpm" if text_dim is None else "flow")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"-m objective must be one of {OBJECTIVES}, not {objective!r}")
+    diffusion["objective"] = objective
+    if objective == "ddpm":
+        if text_dim is not None or diffusion["vae"] is not None:
+            raise ValueError(
+                f"{job.model} with text or a VAE trains with flow matching: leave out -m objective"
+            )
+        schedule = NoiseSchedule.create(diffusion["schedule"], int(diffusion["train_steps"]))
+        task: Any = GenerationTask(schedule, diffusion["prediction"], float(diffusion["cond_drop"]))
+    else:
+        vae = None
+        if diffusion["vae"] is not None:
+            vae = load_vae(diffusion)
+            if vae.latents_mean == (0.0,) * vae.z_dim and vae.latents_std == (1.0,) * vae.z_dim:
+                vae.latents_mean, vae.latents_std = map(tuple, latent_statistics(vae, train_loader))
+            diffusion["latents_mean"], diffusion["latents_std"] = vae.latents_mean, vae.latents_std
+        task = FlowMatchingTask(
+            conditioner, sampling=diffusion["timestep_sampling"], shift=float(diffusion["shift"]),
+            cond_drop=float(diffusion["cond_drop"]), autoencoder=vae,
+        )  # fmt: skip
+    lora = None
+    if job.lora_rank is not None:
+        from tubelet.nn.lora import AdapterOnly, LoraSpec, add_lora  # PEFT imports slowly
+
+        if objective != "flow":
+            raise ValueError("--lora-rank fine-tunes a flow-matching model (wan_dit)")
+        lora = LoraSpec(job.lora_rank, float(diffusion["lora_alpha"] or job.lora_rank))
+        add_lora(denoiser, lora)
+        model: nn.Module = AdapterOnly(denoiser)
+    else:
+        model = DenoiserWithEMA(denoiser, float(diffusion["ema_decay"]))
+    task_args: dict[str, Any] = {"diffusion": diffusion}
+    if lora is not None:
+        task_args["lora"] = dataclasses.asdict(lora)
     spec = ModelSpec(
         model=job.model,
         model_args=architecture_args(job.model, model_args),
         task="generation",
-        classes=train_annotations.classes,
+        classes=classes,
         preprocessing=clip_preprocessing(job, SIGNED_MEAN, SIGNED_STD),
         source=WeightsSource(data=str(data_root)),
-        task_args={"diffusion": diffusion},
+        task_args=task_args,
     )
-    loader_args = {"batch_size": job.batch_size, "num_workers": job.workers, "seed": job.seed}
-    optim = optim_config(job)
     trainer = Trainer(
-        model, task, config=optim, run=run, spec=spec, show_progress=show_progress,
-        train_loader=build_loader(train_set, train=True, **loader_args),
-        val_loader=build_loader(val_set, train=False, **loader_args),
-        monitor="loss", minimize=True, runtime=runtime_config(job),
+        model, task, config=optim_config(job), run=run, spec=spec, show_progress=show_progress,
+        train_loader=train_loader, val_loader=val_loader, monitor="loss", minimize=True,
+        runtime=runtime_config(job),
     )  # fmt: skip
     summary = trainer.fit()
     summary["params"] = sum(p.numel() for p in denoiser.parameters())  # not counting the EMA copy
+    if lora is not None:
+        from tubelet.nn.lora import save_adapter
+
+        model.load_state_dict(load_file(str(find_checkpoint(job.out) / WEIGHTS)))
+        save_adapter(denoiser, lora, Path(job.out) / ADAPTER)
+        summary["trained_params"] = sum(p.numel() for p in denoiser.parameters() if p.requires_grad)
     run.write_summary(summary)
     return summary
 
@@ -135,13 +277,16 @@ def load_denoiser(path: str | Path, *, ema: bool = True) -> tuple[nn.Module, Mod
             "train one with `tubelet train --task generation`"
         )
     model = create_model(spec.model, **spec.model_args)
+    weights = load_file(str(folder / WEIGHTS))
+    if "lora" in spec.task_args:  # the adapter alone: put it on the base weights and fold it in
+        from tubelet.nn.lora import LoraSpec, add_lora, merge_lora, set_adapter_state_dict
+
+        add_lora(model, LoraSpec(**spec.task_args["lora"]))
+        adapter = {k.removeprefix("denoiser."): v for k, v in weights.items()}
+        set_adapter_state_dict(model, adapter, str(folder / WEIGHTS))
+        return merge_lora(model).eval(), spec
     prefix = "ema.model." if ema else "denoiser."
-    state = {
-        k[len(prefix) :]: v
-        for k, v in load_file(str(folder / WEIGHTS)).items()
-        if k.startswith(prefix)
-    }
-    model.load_state_dict(state)
+    model.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
     return model.eval(), spec
 
 
@@ -209,15 +354,21 @@ def generate_clips(
     batch_size: int = 16,
     on_step: Progress | None = None,
 ) -> Tensor:
-    """Clips (N, C, T, S, S) in [-1, 1] of the classes `labels` (N,), sampled in batches."""
+    """Clips (N, C, T, S, S) in [-1, 1] of the classes `labels` (N,), sampled in batches: DDIM for a
+    DDPM run, Euler steps of the flow (with the run's shift) for a flow-matching run, decoded by
+    its VAE when it models latents."""
     diffusion = spec.task_args["diffusion"]
-    schedule = NoiseSchedule.create(diffusion["schedule"], int(diffusion["train_steps"]))
-    sampler = DDIMSampler(schedule, steps, prediction=diffusion["prediction"], eta=eta)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     denoiser = denoiser.to(device).eval()
     generator = torch.Generator().manual_seed(seed)
     pre = _clip_preprocessing(spec)
     size, frames = min(pre.crop_size), pre.frames
+    flow = diffusion.get("objective") == "flow"
+    vae = load_vae(diffusion).to(device) if flow and diffusion.get("vae") else None
+    if vae is not None:
+        shape_tail = (vae.z_dim, *vae.latent_shape(frames, size, size))
+    else:
+        shape_tail = (denoiser.in_channels, frames, size, size)
     batches = labels.split(batch_size)
     done, total = 0, len(batches) * steps
     out = []
@@ -227,13 +378,27 @@ def generate_clips(
             if on_step is not None:
                 on_step(before + i, total)
 
-        shape = (len(batch), denoiser.in_channels, frames, size, size)
-        out.append(
-            sample(
-                denoiser, sampler, shape, class_labels=batch, guidance=guidance,
+        shape = (len(batch), *shape_tail)
+        if flow:
+            conditioner: Conditioner = (
+                TextEmbeddings.load(diffusion["text_table"])
+                if diffusion.get("text_table")
+                else ClassLabels(len(spec.classes))
+            )
+            sampler = FlowMatchEulerSampler(steps, shift=float(diffusion["shift"]))
+            x = sample_flow(
+                denoiser, sampler, shape, conditioner, batch, guidance=guidance,
                 generator=generator, on_step=report,
-            ).cpu()
-        )  # fmt: skip
+            )  # fmt: skip
+            clips = vae.decode(vae.denormalize_latents(x)) if vae is not None else x.clamp(-1, 1)
+        else:
+            schedule = NoiseSchedule.create(diffusion["schedule"], int(diffusion["train_steps"]))
+            ddim = DDIMSampler(schedule, steps, prediction=diffusion["prediction"], eta=eta)
+            clips = sample(
+                denoiser, ddim, shape, class_labels=batch, guidance=guidance,
+                generator=generator, on_step=report,
+            )  # fmt: skip
+        out.append(clips.cpu())
         done += steps
     return torch.cat(out)
 

@@ -25,7 +25,9 @@ from tubelet.normalization import IMAGENET_MEAN, IMAGENET_STD, SIGNED_MEAN, SIGN
 SPEC_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FORMAT = 2
-SPEC_TASKS = ("classification", "detection", "features", "flow", "generation", "pretrain")
+SPEC_TASKS = (
+    "autoencoder", "classification", "detection", "features", "flow", "generation", "pretrain",
+)  # fmt: skip
 SAMPLINGS = ("uniform", "dense")
 
 
