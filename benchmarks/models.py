@@ -15,6 +15,14 @@ checkpoint_format=...)`, or a benchmark-local key map where tubelet has no impor
 float32 eval-mode logits on the benchmark input are compared before anything is timed
 (`max_abs_diff`), so the benchmark cannot time two different computations without saying so.
 
+`--counts` adds the CPU proxies of a GPU profile, from one more step of each implementation seen at
+the dispatcher (`TorchDispatchMode`, forward and backward): bytes written by layout copies
+(`copy_`, `clone`, which `.contiguous()` and reshapes of strided tensors call), bytes written by
+dtype casts (`_to_copy`, autocast's), elementwise kernels, the bytes they write and how many write
+a non-contiguous (transposed) output, and matrix
+products (mm, bmm, addmm, baddbmm, attention, convolution) with the number given a float32 input
+(zero under bf16 autocast is the goal; attention backward's float32 logsumexp is not counted).
+
 Each model runs `--warmup` untimed steps per implementation, then `--repeats` timed rounds; a round
 runs both implementations, in an order that alternates between rounds so that a change in machine
 load does not always hit the same one. Throughput is batch / median step time.
@@ -23,6 +31,8 @@ load does not always hit the same one. Throughput is batch / median step time.
     python benchmarks/models.py --quick --out quick.json               # r3d_18, tiny, 1 repeat
     python benchmarks/models.py --models slow_r50 --device cuda --dtype bf16 --batch 8 --frames 32 \
         --size 224 --channels-last --out slow.json
+    python benchmarks/models.py --models vit_b_16_video swin3d_t --dtype bf16 --counts --no-timing \
+        --out counts.json                                             # the CPU proxies alone
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -47,6 +58,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tubelet.convert import load_state_dict_strict
 from tubelet.convert.pytorchvideo import from_pytorchvideo
@@ -336,6 +348,7 @@ class Step:
     labels: Tensor
     device: torch.device
     dtype: torch.dtype
+    optimizer: torch.optim.Optimizer | None = None
 
     def autocast(self) -> Any:
         """`torch.autocast` to `dtype` for bf16; no context for fp32."""
@@ -350,13 +363,16 @@ class Step:
         sync(self.device)
 
     def run(self) -> float:
-        """Seconds of forward + loss + backward (gradients cleared before, untimed)."""
+        """Seconds of forward + loss + backward [+ optimizer step] (gradients cleared before,
+        untimed)."""
         self.clear_grads()
         start = time.perf_counter()
         with self.autocast():
             logits = self.model(self.make_input(self.clip))
             loss = F.cross_entropy(logits.float(), self.labels)
         loss.backward()
+        if self.optimizer is not None:
+            self.optimizer.step()
         sync(self.device)
         return time.perf_counter() - start
 
@@ -417,6 +433,70 @@ def memory_total(memory: dict[str, int]) -> int:
     return memory.get("peak_allocated_bytes", memory.get("total_bytes", 0))
 
 
+_aten = torch.ops.aten
+_LAYOUT_COPIES = {_aten.copy_, _aten.clone}
+_MATMULS = {
+    _aten.mm, _aten.bmm, _aten.addmm, _aten.baddbmm, _aten.convolution, _aten.convolution_backward
+}  # fmt: skip
+
+
+def _bytes(value: Any) -> int:
+    return value.numel() * value.element_size() if isinstance(value, Tensor) else 0
+
+
+class OpCounts(TorchDispatchMode):
+    """What one step asks of the device, counted op by op at the dispatcher (see the docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.totals: Counter[str] = Counter()
+        self.float32_matmul_ops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func.overloadpacket
+        if packet in _LAYOUT_COPIES:
+            self.totals["copy_ops"] += 1
+            self.totals["copy_bytes"] += _bytes(args[0] if packet is _aten.copy_ else out)
+        elif packet is _aten._to_copy:
+            self.totals["cast_ops"] += 1
+            self.totals["cast_bytes"] += _bytes(out)
+        elif packet in _MATMULS or "attention" in packet.__name__:
+            self.totals["matmuls"] += 1
+            named = zip(func._schema.arguments, args, strict=False)
+            values = [v for a, v in named if a.name != "logsumexp"]
+            values += [v for k, v in kwargs.items() if k != "logsumexp"]
+            if any(isinstance(v, Tensor) and v.dtype == torch.float32 for v in values):
+                self.totals["float32_matmuls"] += 1
+                self.float32_matmul_ops[packet.__name__] += 1
+        elif torch.Tag.pointwise in func.tags:
+            outs = [t for t in (out if isinstance(out, (tuple, list)) else (out,)) if _bytes(t)]
+            self.totals["elementwise_ops"] += 1
+            self.totals["elementwise_bytes"] += sum(_bytes(t) for t in outs)
+            # Written in a transposed or gapped layout: slower kernels on a GPU.
+            self.totals["elementwise_strided_ops"] += any(not t.is_contiguous() for t in outs)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        keys = ("copy_ops", "copy_bytes", "cast_ops", "cast_bytes", "elementwise_ops",
+                "elementwise_bytes", "elementwise_strided_ops", "matmuls", "float32_matmuls")  # fmt: skip
+        return {
+            **{k: self.totals[k] for k in keys},
+            "float32_matmul_ops": dict(self.float32_matmul_ops),
+        }
+
+
+def count_ops(step: Step) -> dict[str, Any]:
+    """`OpCounts` of one training step (forward, loss, backward)."""
+    step.clear_grads()
+    with OpCounts() as counts:
+        with step.autocast():
+            loss = F.cross_entropy(step.model(step.make_input(step.clip)).float(), step.labels)
+        loss.backward()
+    return counts.as_dict()
+
+
 def compare_outputs(pair: Pair, clip: Tensor) -> dict[str, float]:
     """float32 eval-mode logits of both on the shared clip (before any training step)."""
     pair.tubelet.eval()
@@ -449,8 +529,29 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict
         ("peer", pair.peer, pair.peer_input),
     ):
         model.to(device=device, memory_format=memory_format).train()
-        steps[impl] = Step(model, make_input, clip, labels, device, DTYPES[args.dtype])
+        optimizer = None
+        if args.adamw:  # fused on CUDA (one kernel for every parameter), as a trainer would
+            optimizer = torch.optim.AdamW(
+                model.parameters(), lr=1e-5, fused=True if device.type == "cuda" else None
+            )
+        steps[impl] = Step(model, make_input, clip, labels, device, DTYPES[args.dtype], optimizer)
     params = {impl: sum(p.numel() for p in s.model.parameters()) for impl, s in steps.items()}
+    record: dict[str, Any] = {
+        "model": name,
+        "peer": pair.peer_name,
+        "weights": pair.weights,
+        "params": params,
+        "same_param_count": params["tubelet"] == params["peer"],
+        "output_check": check,
+        "outputs_agree": check["max_abs_diff"] <= 1e-4 * max(1.0, check["logit_scale"]),
+    }
+    if args.counts:
+        # Before any compiled step: the counts are of the eager ops.
+        record["counts"] = {impl: count_ops(step) for impl, step in steps.items()}
+    if not args.timing:
+        return record
+    if args.compile:
+        steps["tubelet"].model = torch.compile(steps["tubelet"].model)
     for step in steps.values():
         for _ in range(args.warmup):
             step.run()
@@ -461,20 +562,13 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict
             times[impl].append(steps[impl].run())
     memory = {impl: measure_memory(step) for impl, step in steps.items()}
     clips_per_s = {impl: shape.batch / statistics.median(ts) for impl, ts in times.items()}
-    record: dict[str, Any] = {
-        "model": name,
-        "peer": pair.peer_name,
-        "weights": pair.weights,
-        "params": params,
-        "same_param_count": params["tubelet"] == params["peer"],
-        "output_check": check,
-        "outputs_agree": check["max_abs_diff"] <= 1e-4 * max(1.0, check["logit_scale"]),
-        "seconds": times,
-        "clips_per_s": clips_per_s,
-        "speed_ratio": clips_per_s["tubelet"] / clips_per_s["peer"],
-        "memory": memory,
-        "memory_ratio": memory_total(memory["tubelet"]) / memory_total(memory["peer"]),
-    }
+    record.update(
+        seconds=times,
+        clips_per_s=clips_per_s,
+        speed_ratio=clips_per_s["tubelet"] / clips_per_s["peer"],
+        memory=memory,
+        memory_ratio=memory_total(memory["tubelet"]) / memory_total(memory["peer"]),
+    )
     if device.type == "cpu":
         record["activation_ratio"] = (
             memory["tubelet"]["saved_activation_bytes"] / memory["peer"]["saved_activation_bytes"]
@@ -483,6 +577,26 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict
 
 
 # --- report ------------------------------------------------------------------------------------
+
+
+def print_counts(results: list[dict[str, Any]], console: Console) -> None:
+    table = Table(
+        title="one training step at the dispatcher: MB written by layout copies and by dtype "
+        "casts, elementwise kernels (MB written), matmuls given a float32 input"
+    )
+    for column in (
+        "model", "impl", "copies MB", "casts MB", "elementwise", "strided", "float32 matmuls"
+    ):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("model", "impl") else "right")
+    for r in results:
+        for impl, c in r.get("counts", {}).items():
+            table.add_row(
+                r["model"], impl, f"{c['copy_bytes'] / 1e6:.1f} ({c['copy_ops']})",
+                f"{c['cast_bytes'] / 1e6:.1f} ({c['cast_ops']})",
+                f"{c['elementwise_ops']} ({c['elementwise_bytes'] / 1e6:.1f})",
+                str(c["elementwise_strided_ops"]), f"{c['float32_matmuls']} / {c['matmuls']}",
+            )  # fmt: skip
+    console.print(table)
 
 
 def print_table(results: list[dict[str, Any]], device: str, console: Console) -> None:
@@ -509,19 +623,27 @@ def print_table(results: list[dict[str, Any]], device: str, console: Console) ->
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue's goal, model by model: no tubelet model slower or heavier than its peer."""
-    slower = [f"{r['model']}: {r['speed_ratio']:.2f}" for r in results if r["speed_ratio"] < 1]
-    heavier = [f"{r['model']}: {r['memory_ratio']:.3f}" for r in results if r["memory_ratio"] > 1]
     differ = [
         f"{r['model']}: {r['output_check']['max_abs_diff']:.2e}"
         for r in results
         if not r["outputs_agree"]
     ]
+    summary: dict[str, Any] = {"outputs_differ": differ}
+    if any("counts" in r for r in results):
+        summary["float32_matmuls"] = {
+            r["model"]: r["counts"]["tubelet"]["float32_matmuls"] for r in results if "counts" in r
+        }
+    results = [r for r in results if "speed_ratio" in r]
+    if not results:
+        return summary
+    slower = [f"{r['model']}: {r['speed_ratio']:.2f}" for r in results if r["speed_ratio"] < 1]
+    heavier = [f"{r['model']}: {r['memory_ratio']:.3f}" for r in results if r["memory_ratio"] > 1]
     return {
         "never_slower": not slower,
         "slower_than_peer": slower,
         "never_heavier": not heavier,
         "heavier_than_peer": heavier,
-        "outputs_differ": differ,
+        **summary,
     }
 
 
@@ -553,6 +675,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     parser.add_argument("--channels-last", action="store_true", help="channels_last_3d for both")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile tubelet's model (the peer stays eager)",
+    )
+    parser.add_argument(
+        "--adamw", action="store_true", help="an AdamW step in every timed step (fused on CUDA)"
+    )
+    parser.add_argument("--counts", action="store_true", help="the dispatcher counts (see above)")
+    parser.add_argument(
+        "--no-timing", dest="timing", action="store_false", help="skip timing and memory"
+    )
     parser.add_argument("--out", type=Path, default=Path("results.json"), help="JSON results")
     parser.add_argument("--quick", action="store_true", help="r3d_18 on a tiny clip (smoke run)")
     args = parser.parse_args(argv)
@@ -566,6 +700,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--batch, --frames, --size and --repeats must be >= 1, --warmup >= 0")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
+    if args.compile and args.warmup < 1:
+        parser.error("--compile needs --warmup >= 1 (compilation stays out of the timed steps)")
+    if not args.timing and not args.counts:
+        parser.error("--no-timing leaves nothing to measure without --counts")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here")
     return args
@@ -589,10 +727,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "input": [args.batch, 3, args.frames, args.size, args.size],
             "dtype": args.dtype,
             "channels_last": args.channels_last,
+            "compile": args.compile,
+            "adamw": args.adamw,
+            "counts": args.counts,
             "warmup": args.warmup,
             "repeats": args.repeats,
             "timed": "median over repeats of one step: forward, cross-entropy, backward "
-            "(grads set to None before, untimed; no optimizer step)",
+            "[+ AdamW step with --adamw] (grads set to None before, untimed)",
             "memory": "CUDA: max_memory_allocated over one step (params, grads, activations); "
             "CPU: unique storages saved for backward (parameters left out) + params + grads",
             "output_check": "float32 eval-mode logits on the benchmark clip, before timing",
@@ -606,7 +747,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report["results"] = results
     report["summary"] = summarize(results)
     report["meta"]["load_average_end"] = os.getloadavg()
-    print_table(results, args.device, console)
+    if args.timing:
+        print_table(results, args.device, console)
+    if args.counts:
+        print_counts(results, console)
     console.print_json(data=report["summary"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

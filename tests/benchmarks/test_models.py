@@ -61,3 +61,41 @@ def test_saved_activation_bytes_count_each_storage_once_without_parameters(bench
         z = (x * x).sum() + y.sum()  # saves x twice more: still one storage
     z.backward()
     assert sum(seen.values()) == x.numel() * 4
+
+
+def test_op_counts_see_copies_casts_strided_writes_and_float32_matmuls(bench) -> None:
+    import torch
+
+    a = torch.randn(4, 8)
+    with bench.OpCounts() as counts, torch.autocast("cpu", dtype=torch.bfloat16):
+        b = a.t().contiguous()  # a layout copy: 128 bytes
+        c = a.t() + 1  # an elementwise op writing a transposed output
+        a.mm(b)  # autocast casts both inputs to bf16: 64 + 64 bytes
+        torch.ops.aten.mm(a, b)  # float32 inputs reach the matmul itself
+    totals = counts.as_dict()
+    assert (totals["copy_ops"], totals["copy_bytes"]) == (1, 128)
+    assert (totals["cast_ops"], totals["cast_bytes"]) == (2, 128)
+    assert totals["elementwise_ops"] == 1 and totals["elementwise_strided_ops"] == 1
+    assert not c.is_contiguous()
+    assert (totals["matmuls"], totals["float32_matmuls"]) == (2, 1)
+    assert totals["float32_matmul_ops"] == {"mm": 1}
+
+
+@pytest.mark.slow
+def test_transformers_copy_no_more_than_their_peers_and_run_no_float32_matmul(bench, tmp_path):
+    # The CPU proxy of the H200 profile (vit_b_16_video: 2x HF VideoMAE's copy_ time and
+    # elementwise kernels HF does not run; swin3d_t: float32 attention GEMMs under bf16 autocast).
+    out = tmp_path / "counts.json"
+    bench.main(
+        ["--models", "vit_s_16_video", "swin3d_t", "timesformer_small", "--batch", "1",
+         "--frames", "4", "--size", "32", "--dtype", "bf16", "--threads", "1", "--counts",
+         "--no-timing", "--out", str(out)]
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["summary"]["outputs_differ"] == []
+    for r in report["results"]:
+        ours, peer = r["counts"]["tubelet"], r["counts"]["peer"]
+        assert "seconds" not in r
+        assert ours["float32_matmuls"] == 0, r["model"]
+        assert ours["copy_bytes"] <= peer["copy_bytes"], r["model"]
+        assert ours["elementwise_strided_ops"] <= peer["elementwise_strided_ops"] + 2, r["model"]

@@ -19,7 +19,9 @@ from tubelet.nn.attention import Attention
 SMALL = {"width": 16, "depths": (2, 2), "num_heads": (2, 4)}
 
 
-def _peer(width=16, depths=(2, 2), num_heads=(2, 4), window_size=(8, 7, 7), num_classes=5):
+def _peer(
+    width=16, depths=(2, 2), num_heads=(2, 4), window_size=(8, 7, 7), num_classes=5, **kwargs
+):
     """torchvision's Swin3D with random weights everywhere: Linear layers and norms (so no
     LayerNorm is an identity) and the relative position bias tables (scaled up so a wrong offset
     lookup changes the output)."""
@@ -31,6 +33,7 @@ def _peer(width=16, depths=(2, 2), num_heads=(2, 4), window_size=(8, 7, 7), num_
         num_heads=list(num_heads),
         window_size=list(window_size),
         num_classes=num_classes,
+        **kwargs,
     )
     randomise(peer)
     with torch.no_grad():
@@ -74,6 +77,25 @@ def test_outputs_equal_torchvision(window, shape, tmp_path):
         ours, theirs = model(x), peer(x)
     assert ours.shape == (shape[0], 5)
     assert (ours - theirs).abs().max() <= 1e-4 * max(1.0, theirs.abs().max().item())
+
+
+def test_training_step_equals_torchvisions_outputs_and_gradients(tmp_path):
+    # Training takes the plain-matmul attention (the bias is trained); eval takes SDPA.
+    window = (2, 3, 3)
+    peer = _peer(window_size=window, stochastic_depth_prob=0.0).train()
+    model = _imported(
+        peer, tmp_path, num_classes=5, window_size=window, stochastic_depth_prob=0.0, **SMALL
+    ).train()
+    x = _clip((2, 3, 4, 24, 24))  # 2x6x6 tokens: shifted windows in stage 1
+    ours, theirs = model(x), peer(x)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    ours.square().sum().backward()
+    theirs.square().sum().backward()
+    peer_grads = {k.replace("head.", "fc.", 1): p.grad for k, p in peer.named_parameters()}
+    for key, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, peer_grads[key], rtol=1e-4, atol=1e-4, msg=key)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ours.detach(), rtol=1e-5, atol=1e-5)
 
 
 def test_three_stages_import_into_another_variant(tmp_path):

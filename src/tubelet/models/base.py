@@ -60,7 +60,13 @@ class VideoClassifier(nn.Module, ABC):
                 f"features must be (B, D, *dims) with at least one dim to pool, got shape "
                 f"{tuple(feats.shape)}; pass the output of forward_features"
             )
-        return feats.flatten(2).mean(dim=2)  # (B, D, N) -> (B, D)
+        # The mean in the order the features are stored: transformers hand out their (B, N, D)
+        # tokens as a (B, D, ...) view, channels-last CNNs too. Pooling that view as (B, D, ...)
+        # would copy it, and backward would give every layer a gradient in the transposed layout
+        # (a copy per reshape and strided elementwise kernels in each block).
+        if feats.stride(1) == 1 and feats.shape[1] > 1:
+            return feats.movedim(1, -1).mean(dim=tuple(range(1, feats.ndim - 1)))
+        return feats.mean(dim=tuple(range(2, feats.ndim)))
 
     def forward_head(self, feats: Tensor, pre_logits: bool = False) -> Tensor:
         """Features (B, D, *dims) -> logits (B, num_classes), or the pooled (B, D) if `pre_logits`."""

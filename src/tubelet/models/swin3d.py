@@ -5,8 +5,9 @@ transformer blocks attend within 3D windows (8x7x7 tokens by default); every oth
 windows by half a window (cyclic roll + mask, `tubelet.nn.windows`), and a patch merging layer
 between stages halves H and W and doubles the channels. Attention adds a learned relative position
 bias, one value per head and 3D offset, from a table of (2Wt-1)(2Wh-1)(2Ww-1) rows. Every attention
-is `tubelet.nn.attention.Attention` (one SDPA call) with the bias and shift mask as its additive
-mask.
+is `tubelet.nn.attention.Attention`'s projections around the bias and shift mask: one SDPA call
+when the bias needs no gradient, `biased_attention` (plain matmuls, which bf16 autocast reaches)
+while training.
 
 Module and parameter names equal torchvision's `SwinTransformer3d` except the classifier (`fc`
 here, `head` there), so its checkpoints import with `checkpoint_format="torchvision"`.
@@ -19,6 +20,7 @@ from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
@@ -26,7 +28,7 @@ from torchvision.ops import StochasticDepth
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import register_model
 from tubelet.nn import NormFactory
-from tubelet.nn.attention import Attention
+from tubelet.nn.attention import Attention, biased_attention
 from tubelet.nn.embed import PatchEmbed3d
 from tubelet.nn.windows import (
     clip_window,
@@ -48,8 +50,8 @@ class WindowAttention3d(Attention):
 
     (B, T, H, W, C) -> (B, T, H, W, C). The grid is padded to window multiples, rolled by
     -`shift_size` (when shifting), split into windows, and each window's tokens attend to each other
-    through `Attention.forward` with the additive mask bias (+ shift mask); then everything is
-    undone. Windows larger than the input are clipped to it (`clip_window`).
+    with the relative position bias (+ shift mask) added to the scores; then everything is undone.
+    Windows larger than the input are clipped to it (`clip_window`).
     """
 
     def __init__(
@@ -82,17 +84,30 @@ class WindowAttention3d(Attention):
         if shifted:
             x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
         windows = window_partition(x, window)  # (B * nW, N, C)
-        mask = window_bias(
+        bias = window_bias(
             self.relative_position_bias_table, self.relative_position_index, window
         )  # (1, heads, N, N)
         if shifted:
             shift_mask = shifted_window_mask(
-                padded, window, shift, device=x.device, dtype=mask.dtype
+                padded, window, shift, device=x.device, dtype=bias.dtype
             )  # (nW, N, N)
-            # Windows are batch-major, so the batch repeats the per-window masks; one add writes
-            # the (B * nW, heads, N, N) mask (SDPA needs the batch dim of its 4D inputs).
-            mask = mask + shift_mask.repeat(b, 1, 1)[:, None]  # (B * nW, heads, N, N)
-        out = super().forward(windows, mask)  # (B * nW, N, C)
+            bias = bias + shift_mask[:, None]  # (nW, heads, N, N)
+        q, k, v = self.heads(windows)  # (B * nW, heads, N, d)
+        dropout = self.attn_drop if self.training else 0.0
+        if torch.is_grad_enabled() and bias.requires_grad:
+            # The bias is trained: plain matmuls, which follow autocast (SDPA would run them in
+            # float32, see `biased_attention`). Windows are batch-major, so viewing the batch as
+            # (B, nW) broadcasts the per-window bias without repeating it B times.
+            out = biased_attention(
+                *(z.unflatten(0, (b, -1)) for z in (q, k, v)), bias, dropout
+            ).flatten(0, 1)  # (B * nW, heads, N, d)
+        else:
+            # SDPA needs the batch dim of its 4D inputs in the mask: repeat over the batch.
+            mask = bias.repeat(b, 1, 1, 1) if shifted else bias
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask.to(q.dtype), dropout_p=dropout
+            )
+        out = self.merge(out)  # (B * nW, N, C)
         x = window_reverse(out, window, padded)  # (B, T', H', W', C)
         if shifted:
             x = torch.roll(x, shifts=shift, dims=(1, 2, 3))

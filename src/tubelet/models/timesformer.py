@@ -216,12 +216,14 @@ class TimeSformer(VideoClassifier):
         patches, grid = self.patch_embed(x)  # (B, T, N, D)
         pos = resize_position_embedding(self.pos_embed, grid)  # (1, 1 + N, D)
         cls = self.cls_token + pos[:, :1]  # (1, 1, D)
-        patches = patches + pos[:, None, 1:]
+        # Embeddings first: an elementwise op lays its output out as its first operand, so the
+        # (B, T, N, D) view of the conv output is written out contiguous, in the same pass.
+        patches = pos[:, None, 1:] + patches
         if self.attention == "space_only":
             cls = cls.expand(batch * frames, -1, -1)
             return torch.cat([cls, rearrange(patches, "b t n d -> (b t) n d")], dim=1)
         time = resize_time_embedding(self.time_embed, frames)  # (1, T, D)
-        patches = patches + time[:, :, None]
+        patches = time[:, :, None] + patches
         return torch.cat(
             [cls.expand(batch, -1, -1), rearrange(patches, "b t n d -> b (t n) d")], dim=1
         )
@@ -245,8 +247,10 @@ class TimeSformer(VideoClassifier):
                 f"{self.attention} TimeSformer features have {expected} dims, got shape "
                 f"{tuple(feats.shape)}; pass the output of forward_features"
             )
-        cls = feats[..., 0]  # (B, D) or (B, D, T)
-        return cls.mean(dim=2) if cls.ndim == 3 else cls
+        # Selected with D last, the layout the tokens are stored in, so that backward's gradient
+        # (zeros but the class token) is laid out as the tokens, not transposed.
+        cls = feats.movedim(1, -1)[..., 0, :]  # (B, D) or (B, T, D)
+        return cls.mean(dim=1) if cls.ndim == 3 else cls
 
 
 def _build(

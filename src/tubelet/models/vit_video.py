@@ -135,8 +135,11 @@ class VideoViTEncoder(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         self.grid(x.shape)  # a clear error for a clip that does not tile into tubes
-        tokens = rearrange(self.patch_embed(x), "b t h w d -> b (t h w) d")  # (B, N, D)
-        tokens = tokens + sinusoid_positions(tokens.shape[1], self.dim).to(tokens)
+        # (B, N, D), a transposed view of the conv's output (no copy).
+        tokens = rearrange(self.patch_embed(x), "b t h w d -> b (t h w) d")
+        # Positions first: an elementwise op lays its output out as its first operand, so the sum
+        # is (B, N, D)-contiguous in one pass (tokens first would carry the transpose on).
+        tokens = sinusoid_positions(tokens.shape[1], self.dim).to(tokens) + tokens
         if mask is not None:
             tokens = keep_visible(tokens, mask)  # (B, L, D), L = N - masked
         for block in self.blocks:

@@ -10,6 +10,11 @@ same tokens, laid out as (B, T, N, D) (T frames of N patches each):
 
 `CrossAttention` lets a few query tokens attend to many (attentive pooling).
 `attention_cost` counts what each grouping (and windowed attention) costs for given T, N and width.
+
+`biased_attention` writes the same attention out as two matmuls and a softmax, for an additive bias
+that is itself trained (Video Swin's relative position bias): SDPA's fused kernels take no mask that
+needs a gradient, and its math fallback computes bfloat16 inputs in float32 (so under bf16 autocast
+its matmuls ran as float32 GEMMs), while plain matmuls follow autocast.
 """
 
 from __future__ import annotations
@@ -74,12 +79,7 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        if self.q_norm is None or self.k_norm is None:
-            q, k, v = rearrange(self.qkv(x), "b l (s h d) -> s b h l d", s=3, h=self.num_heads)
-        else:
-            q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, L, D) each
-            q, k = self.q_norm(q), self.k_norm(k)
-            q, k, v = (rearrange(t, "b l (h d) -> b h l d", h=self.num_heads) for t in (q, k, v))
+        q, k, v = self.heads(x)  # (B, heads, L, d) each
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if mask is not None and mask.dtype != torch.bool:
@@ -89,7 +89,39 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         else:
             out = softcapped_attention(q, k, v, self.softcap, mask=mask, dropout_p=dropout)
+        return self.merge(out)
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens (B, L, D) -> q, k, v, each (B, heads, L, D / heads) (q and k normalised when
+        `qk_norm` was given)."""
+        if self.q_norm is None or self.k_norm is None:
+            # unbind along the q/k/v dim of (B, L, 3, heads, d): backward stacks the three
+            # gradients straight into the layout of `qkv`'s output (one copy, none to transpose).
+            qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim))
+            q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
+            return q, k, v
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, L, D) each
+        q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (rearrange(t, "b l (h d) -> b h l d", h=self.num_heads) for t in (q, k, v))
+        return q, k, v
+
+    def merge(self, out: torch.Tensor) -> torch.Tensor:
+        """Attention output (B, heads, L, d) -> the projected tokens (B, L, D)."""
         return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))
+
+
+def biased_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v with plain matmuls: q, k, v (..., L, d), `bias`
+    broadcastable to (..., L, L); the scores keep the bias's precision (float32 under autocast,
+    as torchvision's Swin), the matmuls run in autocast's dtype.
+    """
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (..., L, L)
+    attn = (scores + bias).softmax(dim=-1)
+    if dropout_p:
+        attn = F.dropout(attn, p=dropout_p)
+    return attn.to(v.dtype) @ v  # (..., L, d)
 
 
 def softcapped_attention(
