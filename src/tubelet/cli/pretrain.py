@@ -75,7 +75,7 @@ def pretrain(
     with `tubelet train --init RUN`.
     """
     from tubelet.jobs import TrainJob, default_workers
-    from tubelet.jobs.pretrain import train as pretrain_job
+    from tubelet.jobs import train as train_job
 
     job = TrainJob(
         out=out or Path("runs") / model,
@@ -97,7 +97,7 @@ def pretrain(
         seed=seed,
         log=log,
     )
-    summary = run_job(lambda: pretrain_job(job, on_data=data_bar()))
+    summary = run_job(lambda: train_job(job, on_data=data_bar()))
     table = Table(title=f"{model}: {job.out.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tubelet.data.annotations import Annotations, read_annotations
 from tubelet.data.datasets import ClipSpec, VideoDataset, collate_clips
@@ -117,19 +118,23 @@ def process_group() -> tuple[int, int]:
 
 
 def build_loader(
-    dataset: VideoDataset,
+    dataset: Dataset,
     *,
     batch_size: int,
     train: bool,
     num_workers: int = 1,
     seed: int = 0,
     sampler: Sampler | None = None,
+    collate_fn: Callable[[list[Any]], Any] = collate_clips,
 ) -> DataLoader:
-    """A DataLoader that shuffles per epoch (reproducibly from `seed`) when training, and keeps every
-    video in order, once, when evaluating. `sampler` replaces the shuffling (e.g. a distributed one).
+    """The DataLoader of every task: it shuffles per epoch (reproducibly from `seed`) when
+    training, and keeps every item in order, once, when evaluating. `sampler` replaces the
+    shuffling (e.g. a distributed one); `collate_fn` makes a batch of the dataset's items (clips by
+    default; `torch.utils.data.default_collate` for plain tensors).
 
     In a distributed run (a torch.distributed process group is initialised) each process gets its
-    share: a `ShuffleSampler` slice when training, a `ShardSampler` (no padding) when evaluating.
+    share: a `ShuffleSampler` slice when training, a `ShardSampler` (no padding) when evaluating,
+    so that every item is evaluated once in all.
     """
     rank, world_size = process_group()
     if sampler is None and train:
@@ -142,7 +147,7 @@ def build_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate_clips,
+        collate_fn=collate_fn,
         drop_last=train and share > batch_size,
         # Workers are made anew each epoch so they see the dataset's `set_epoch`.
         persistent_workers=False,

@@ -48,6 +48,8 @@ def default_model(task: str) -> str:
 
 def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None = None) -> dict:
     """Train (or resume) the run in `job.out` with the job of `job.task`; return its summary."""
+    # Under torchrun: join the process group before loaders are built (they shard by rank).
+    distributed = init_distributed().world_size > 1
     # Cached features train a classification head; only detection reads them itself.
     if job.features is not None and job.task != "detection":
         return features.train(job, show_progress=show_progress)
@@ -61,8 +63,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         raise ValueError(
             f"--lora-rank trains adapters of a generation model, not --task {job.task}"
         )
-    # Under torchrun: join the process group before loaders are built (they shard by rank), and
-    # let rank 0 alone write the built-in dataset.
-    if init_distributed().world_size > 1 and job.data is None:
+    # Under torchrun, rank 0 alone writes the built-in dataset.
+    if distributed and job.data is None:
         main_first(lambda: ensure_synthetic_dataset(progress=on_data))
     return module.train(job, show_progress=show_progress, on_data=on_data)

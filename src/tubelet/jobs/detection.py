@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tubelet.data.features import FeatureStore
+from tubelet.data.loader import build_loader
 from tubelet.data.untrimmed import (
     ANNOTATIONS_FILE,
     DetectionAnnotations,
@@ -100,10 +101,11 @@ def pick_subsets(annotations: DetectionAnnotations) -> tuple[str, str]:
 def _loader(
     dataset: DetectionFeatureDataset, *, batch_size: int, train: bool, multiple: int, seed: int
 ) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=train, generator=generator,
-        collate_fn=partial(collate_detection, multiple=multiple), num_workers=0,
+    """Batches of feature sequences padded to a multiple of `multiple` (`build_loader`: sharded
+    under torchrun, shuffled per epoch from `seed`)."""
+    return build_loader(
+        dataset, batch_size=batch_size, train=train, num_workers=0, seed=seed,
+        collate_fn=partial(collate_detection, multiple=multiple),
     )  # fmt: skip
 
 

@@ -18,10 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader
-
 from tubelet.data.features import FeatureDataset, FeatureStore, collate_features
-from tubelet.data.loader import ShuffleSampler
+from tubelet.data.loader import build_loader
 from tubelet.engine.trainer import Trainer
 from tubelet.jobs.common import TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.models import architecture_args, create_model
@@ -72,13 +70,15 @@ def train(job: TrainJob, *, show_progress: bool = True) -> dict[str, Any]:
     common = {"length": job.frames, "sampling": sampling, "seed": job.seed}
     train_set = FeatureDataset(store, split="train", train=True, **common)
     val_set = FeatureDataset(store, split="val", train=False, **common)
+    loader_args = {"batch_size": job.batch_size, "num_workers": 0, "seed": job.seed}
     loaders = {
-        "train_loader": DataLoader(
-            train_set, batch_size=job.batch_size, sampler=ShuffleSampler(len(train_set), job.seed),
-            collate_fn=collate_features, drop_last=len(train_set) > job.batch_size,
+        "train_loader": build_loader(
+            train_set, train=True, collate_fn=collate_features, **loader_args
         ),
-        "val_loader": DataLoader(val_set, batch_size=job.batch_size, collate_fn=collate_features),
-    }  # fmt: skip
+        "val_loader": build_loader(
+            val_set, train=False, collate_fn=collate_features, **loader_args
+        ),
+    }
     spec = ModelSpec(
         model=model_name,
         model_args=architecture_args(model_name, model_args),

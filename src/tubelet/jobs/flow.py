@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import default_collate
 
 from tubelet.convert import load_state_dict_strict
+from tubelet.data import build_loader
 from tubelet.data.flow import SyntheticFlowConfig, SyntheticFlowDataset, flow_folder_dataset
 from tubelet.engine.checkpoint import find_checkpoint, load_model
 from tubelet.engine.trainer import Trainer
@@ -89,13 +90,14 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> 
         source=WeightsSource(data=data),
         task_args={"num_flow_updates": updates},
     )
-    generator = torch.Generator().manual_seed(job.seed)
     loaders = {
-        "train_loader": DataLoader(
-            train_set, batch_size=job.batch_size, shuffle=True, drop_last=True,
-            num_workers=job.workers, generator=generator, persistent_workers=job.workers > 0,
+        "train_loader": build_loader(
+            train_set, batch_size=job.batch_size, train=True, num_workers=job.workers,
+            seed=job.seed, collate_fn=default_collate,
         ),
-        "val_loader": DataLoader(val_set, batch_size=val_batch, num_workers=0),
+        "val_loader": build_loader(
+            val_set, batch_size=val_batch, train=False, num_workers=0, collate_fn=default_collate
+        ),
     }  # fmt: skip
     optim = optim_config(job)
     trainer = Trainer(
