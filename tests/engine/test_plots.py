@@ -10,7 +10,7 @@ from tubelet.engine.run import RunDir
 
 RECORDS = [
     {"epoch": e, "train_loss": 2.0 / e, "lr": 1e-3 * e, "clips_per_s": 5.0, "val_top1": 0.2 * e,
-     "val_reversal_acc": 0.5, "val_loss": 2.2 / e, "data_wait_share": 0.1}
+     "val_reversal_acc": 0.5, "val_loss": 2.2 / e, "data_wait_share": 0.1, "val_num_videos": 30}
     for e in (1, 2, 3)
 ]  # fmt: skip
 

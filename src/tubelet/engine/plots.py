@@ -57,10 +57,10 @@ def curves_figure(records: list[dict[str, Any]]) -> Any:
     """A matplotlib Figure with one panel per quantity over the epochs of `records` (the lines of
     `metrics.jsonl`): the training loss (with the validation loss, where there is one), the
     learning rate, then every other validation metric."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [r["epoch"] for r in records]
-    names = sorted(
-        {k for r in records for k, v in r.items() if _is_number(v) and k not in _NOT_CURVES}
-    )
+    names = sorted({k for r in records for k, v in r.items() if _is_number(v) and _is_curve(k)})
     panels: list[tuple[str, list[str]]] = []
     losses = [n for n in ("train_loss", "val_loss") if n in names]
     if losses:
@@ -81,6 +81,8 @@ def curves_figure(records: list[dict[str, Any]]) -> Any:
             axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=name)
         axes.set_title(title, fontsize=10)
         axes.set_xlabel("epoch", fontsize=8)
+        axes.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs
         axes.tick_params(labelsize=8)
         axes.grid(alpha=0.3)
         if len(series) > 1:
@@ -120,6 +122,11 @@ def confusion_figure(confusion: list[list[int]], classes: list[str]) -> Any:
 def _save(figure: Any, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
+
+
+def _is_curve(name: str) -> bool:
+    """Whether a per-epoch value is plotted: not the machine's speed, nor counts of items."""
+    return name not in _NOT_CURVES and not name.startswith(("val_num_", "num_"))
 
 
 def _figure(width: float, height: float) -> Any:
