@@ -88,3 +88,13 @@ def test_errors_are_one_line_and_exit_2(files, tmp_path):
     result = invoke("flow", files / "a.png", files / "b.png", "--checkpoint", files / "run",
                     "--out", tmp_path / "f.jpg")  # fmt: skip
     assert result.exit_code == 2 and ".png" in result.output
+
+
+def test_task_settings_have_their_own_option(tmp_path):
+    train = ["train", "--task", "flow", "--out", str(tmp_path / "run")]
+    result = runner.invoke(app, [*train, "-t", "steps=2"])
+    assert result.exit_code == 2 and "unknown --task-arg steps for --task flow" in result.output
+    # Commands written before --task-arg still name the setting's new home.
+    result = runner.invoke(app, [*train, "-m", "num_flow_updates=2", "-t", "steps=2"])
+    assert "task settings go in --task-arg now: --task-arg updates=2" in result.output
+    assert result.exit_code == 2 and not (tmp_path / "run").exists()

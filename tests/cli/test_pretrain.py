@@ -39,3 +39,19 @@ def test_pretrain_then_finetune_from_the_command_line(tmp_path, tiny_dataset):
     assert bad.exit_code == 2 and "video ViT classifier" in bad.output
     bad = runner.invoke(app, ["pretrain", "--model", "r3d_18", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2
+
+
+def test_pretrain_takes_the_training_options_of_train():
+    from typer.main import get_command
+
+    commands = get_command(app).commands
+    shared = {
+        "--model-arg", "--sampling", "--stride", "--epochs", "--batch-size", "--lr", "--precision",
+        "--accumulate", "--grad-checkpointing", "--channels-last", "--compile", "--fsdp", "--flip",
+        "--bad-files", "--workers", "--seed", "--out", "--log",
+    }  # fmt: skip
+    for name in ("train", "pretrain"):
+        options = {o for p in commands[name].params for o in (*p.opts, *p.secondary_opts)}
+        assert shared | {"--no-flip"} <= options, name
+    help_of = {n: {p.name: p.help for p in commands[n].params} for n in ("train", "pretrain")}
+    assert all(help_of["train"][n] == help_of["pretrain"][n] for n in ("fsdp", "flip", "log"))

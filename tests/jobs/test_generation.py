@@ -6,12 +6,11 @@ from safetensors.torch import load_file
 
 from tubelet.io import VideoReader
 from tubelet.jobs import TrainJob, check_task, default_model
+from tubelet.jobs.common import DiffusionSettings
 from tubelet.jobs.generation import (
-    DIFFUSION_DEFAULTS,
     generate,
     grid,
     load_denoiser,
-    split_diffusion_args,
     to_uint8,
     train,
 )
@@ -25,7 +24,8 @@ TINY_UNET = {"base_channels": 8, "channel_mults": [1, 2], "attention_levels": [F
 def job(out, data, **kwargs):
     settings = dict(
         out=out, task="generation", data=data, model="video_unet",
-        model_args={**TINY_UNET, "ema_decay": 0.9, "prediction": "epsilon"}, frames=4, size=16,
+        model_args=TINY_UNET, frames=4, size=16,
+        task_settings=DiffusionSettings(ema_decay=0.9, prediction="epsilon"),
         epochs=1, batch_size=4, lr=2e-3, workers=0, sampling="dense", stride=2,
     )  # fmt: skip
     return TrainJob(**{**settings, **kwargs})
@@ -43,10 +43,10 @@ def test_generation_is_a_train_task():
     assert default_model("generation") == "video_unet"
 
 
-def test_split_diffusion_args_keeps_the_model_arguments_apart():
-    diffusion, rest = split_diffusion_args({"prediction": "epsilon", "base_channels": 8})
-    assert diffusion == {**DIFFUSION_DEFAULTS, "prediction": "epsilon"}
-    assert rest == {"base_channels": 8}
+def test_diffusion_settings_in_the_model_arguments_are_refused(tiny_dataset, tmp_path):
+    bad = job(tmp_path / "x", tiny_dataset, model_args={**TINY_UNET, "prediction": "epsilon"})
+    with pytest.raises(ValueError, match="--task-arg prediction=epsilon"):
+        train(bad, show_progress=False)
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ commands to `app`; `tubelet.cli.main` imports them all.
 from __future__ import annotations
 
 import json
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -29,6 +30,60 @@ app.add_typer(data_app, name="data")
 console = Console()
 err = Console(stderr=True)
 
+# The options of every training command (`tubelet train`, `tubelet pretrain`), declared once.
+ModelArgs = Annotated[
+    list[str],
+    typer.Option("--model-arg", "-m", metavar="KEY=VALUE", help="Builder argument, repeatable."),
+]
+Sampling = Annotated[str, typer.Option(help="uniform (TSN segments) or dense (consecutive).")]
+Stride = Annotated[int, typer.Option(help="Frame stride of dense clips.")]
+Epochs = Annotated[int, typer.Option()]
+BatchSize = Annotated[int, typer.Option()]
+LearningRate = Annotated[
+    float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up + cosine).")
+]
+Precision = Annotated[
+    str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 with loss scaling).")
+]
+Accumulate = Annotated[int, typer.Option(help="Batches per optimizer step.")]
+GradCheckpointing = Annotated[
+    bool,
+    typer.Option(
+        "--grad-checkpointing", help="Recompute activations in backward (less memory, more time)."
+    ),
+]
+ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Channels-last memory layout.")]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model.")]
+Fsdp = Annotated[
+    bool, typer.Option("--fsdp", help="Under torchrun: shard the model (FSDP) instead of DDP.")
+]
+Flip = Annotated[
+    bool | None,
+    typer.Option(
+        "--flip/--no-flip",
+        help="Horizontal flips (default: unless a class names a direction; pretrain: on).",
+    ),
+]
+BadFiles = Annotated[str, typer.Option(help="resample, skip or raise on unreadable videos.")]
+Workers = Annotated[int | None, typer.Option(help="Decoding worker processes.")]
+TaskArgs = Annotated[
+    list[str],
+    typer.Option(
+        "--task-arg", "-t", metavar="KEY=VALUE",
+        help="The task's own setting, repeatable (flow: updates; generation: prediction, "
+        "schedule, objective, vae, ... see docs/generation.md).",
+    ),
+]  # fmt: skip
+Seed = Annotated[int, typer.Option()]
+Out = Annotated[Path | None, typer.Option(help="Run folder (resumed if it exists).")]
+Log = Annotated[
+    str,
+    typer.Option(
+        help="files (metrics.jsonl, summary.json, curves.png) or tensorboard (also TensorBoard "
+        "event files in RUN/tensorboard; pip install 'tubelet[tensorboard]')."
+    ),
+]
+
 
 def parse_views(views: str) -> tuple[int, int]:
     """`"2x3"` -> (2 clips, 3 crops), with a usage error for anything else."""
@@ -43,13 +98,13 @@ def parse_views(views: str) -> tuple[int, int]:
     return clips, crops
 
 
-def parse_model_args(pairs: list[str]) -> dict[str, Any]:
+def parse_model_args(pairs: list[str], option: str = "--model-arg") -> dict[str, Any]:
     """`["width=16", "attention=joint"]` -> {"width": 16, "attention": "joint"} (values read as JSON)."""
     args = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"--model-arg takes KEY=VALUE (e.g. width=16), not {pair!r}")
+            raise typer.BadParameter(f"{option} takes KEY=VALUE (e.g. width=16), not {pair!r}")
         try:
             args[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -14,6 +14,25 @@ import typer
 from rich.table import Table
 
 from tubelet.cli.common import (
+    Accumulate,
+    BadFiles,
+    BatchSize,
+    ChannelsLast,
+    Compile,
+    Epochs,
+    Flip,
+    Fsdp,
+    GradCheckpointing,
+    LearningRate,
+    Log,
+    ModelArgs,
+    Out,
+    Precision,
+    Sampling,
+    Seed,
+    Stride,
+    TaskArgs,
+    Workers,
     app,
     console,
     data_app,
@@ -44,62 +63,31 @@ def train(
             help="Registered model name (`tubelet models`); the task's default if absent."
         ),
     ] = None,
-    model_arg: Annotated[
-        list[str],
-        typer.Option(
-            "--model-arg", "-m", metavar="KEY=VALUE", help="Builder argument, repeatable."
-        ),
-    ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
+    model_arg: ModelArgs = [],  # noqa: B006  (typer reads the default; it is never mutated)
+    task_arg: TaskArgs = [],  # noqa: B006  (typer reads the default; it is never mutated)
     frames: Annotated[
         int | None, typer.Option(help="Frames per clip (T); 8, or --checkpoint's own.")
     ] = None,
-    sampling: Annotated[
-        str, typer.Option(help="uniform (TSN segments) or dense (consecutive).")
-    ] = "uniform",
-    stride: Annotated[int, typer.Option(help="Frame stride of dense clips.")] = 2,
+    sampling: Sampling = "uniform",
+    stride: Stride = 2,
     size: Annotated[
         int | None, typer.Option(help="Crop side S in pixels; 112, or --checkpoint's own.")
     ] = None,
-    epochs: Annotated[int, typer.Option()] = 10,
-    batch_size: Annotated[int, typer.Option()] = 8,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = 1e-3,
-    precision: Annotated[
-        str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 with loss scaling).")
-    ] = "fp32",
-    accumulate: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
-    grad_checkpointing: Annotated[
-        bool,
-        typer.Option(
-            "--grad-checkpointing",
-            help="Recompute activations in backward (less memory, more time).",
-        ),
-    ] = False,
-    channels_last: Annotated[
-        bool, typer.Option("--channels-last", help="Channels-last memory layout.")
-    ] = False,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    fsdp: Annotated[
-        bool, typer.Option("--fsdp", help="Under torchrun: shard the model (FSDP) instead of DDP.")
-    ] = False,
-    flip: Annotated[
-        bool | None,
-        typer.Option(
-            "--flip/--no-flip", help="Horizontal flips (default: unless a class names a direction)."
-        ),
-    ] = None,
-    bad_files: Annotated[
-        str, typer.Option(help="resample, skip or raise on unreadable videos.")
-    ] = "resample",
-    workers: Annotated[int | None, typer.Option(help="Decoding worker processes.")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    out: Annotated[Path | None, typer.Option(help="Run folder (resumed if it exists).")] = None,
-    log: Annotated[
-        str,
-        typer.Option(
-            help="files (metrics.jsonl, summary.json, curves.png) or tensorboard (also TensorBoard "
-            "event files in RUN/tensorboard; pip install 'tubelet[tensorboard]')."
-        ),
-    ] = "files",
+    epochs: Epochs = 10,
+    batch_size: BatchSize = 8,
+    lr: LearningRate = 1e-3,
+    precision: Precision = "fp32",
+    accumulate: Accumulate = 1,
+    grad_checkpointing: GradCheckpointing = False,
+    channels_last: ChannelsLast = False,
+    compile: Compile = False,
+    fsdp: Fsdp = False,
+    flip: Flip = None,
+    bad_files: BadFiles = "resample",
+    workers: Workers = None,
+    seed: Seed = 0,
+    out: Out = None,
+    log: Log = "files",
     init: Annotated[
         Path | None,
         typer.Option(
@@ -146,6 +134,7 @@ def train(
     from tubelet.engine.distributed import launched_rank
     from tubelet.jobs import TrainJob, default_model, default_workers
     from tubelet.jobs import train as train_job
+    from tubelet.jobs.common import split_task_args, task_settings
     from tubelet.jobs.finetune import pretrained_classifier
     from tubelet.jobs.probe import clip_defaults
 
@@ -161,12 +150,18 @@ def train(
     frames, size = run_job(
         lambda: clip_defaults(model, checkpoint, checkpoint_format, frames=frames, size=size)
     )
+    model_args, old = split_task_args(task, parse_model_args(model_arg))
+    if old:  # commands written before task settings had their option
+        pairs = " ".join(f"--task-arg {k}={v}" for k, v in old.items())
+        err.print(f"note: task settings go in --task-arg now: {pairs}", soft_wrap=True)
+    settings = run_job(lambda: task_settings(task, {**old, **parse_model_args(task_arg, "-t")}))
     job = TrainJob(
         out=out or Path("runs") / model,
         task=task,
         data=data,
         model=model,
-        model_args=parse_model_args(model_arg),
+        model_args=model_args,
+        task_settings=settings,
         init=init,
         features=features,
         frames=frames,

@@ -9,6 +9,24 @@ import typer
 from rich.table import Table
 
 from tubelet.cli.common import (
+    Accumulate,
+    BadFiles,
+    BatchSize,
+    ChannelsLast,
+    Compile,
+    Epochs,
+    Flip,
+    Fsdp,
+    GradCheckpointing,
+    LearningRate,
+    Log,
+    ModelArgs,
+    Out,
+    Precision,
+    Sampling,
+    Seed,
+    Stride,
+    Workers,
     app,
     console,
     data_bar,
@@ -34,40 +52,26 @@ def pretrain(
     masking: Annotated[
         str, typer.Option(help="tube (same positions in every frame) or random.")
     ] = "tube",
-    model_arg: Annotated[
-        list[str],
-        typer.Option(
-            "--model-arg", "-m", metavar="KEY=VALUE", help="Builder argument, repeatable."
-        ),
-    ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
+    model_arg: ModelArgs = [],  # noqa: B006  (typer reads the default; it is never mutated)
     frames: Annotated[int, typer.Option(help="Frames per clip (a multiple of the tubelet).")] = 16,
-    sampling: Annotated[
-        str, typer.Option(help="uniform (TSN segments) or dense (consecutive).")
-    ] = "dense",
-    stride: Annotated[int, typer.Option(help="Frame stride of dense clips.")] = 2,
+    sampling: Sampling = "dense",
+    stride: Stride = 2,
     size: Annotated[int, typer.Option(help="Crop side in pixels (a multiple of the patch).")] = 112,
-    epochs: Annotated[int, typer.Option()] = 10,
-    batch_size: Annotated[int, typer.Option()] = 8,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = 1e-3,
-    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast).")] = "fp32",
-    accumulate: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
-    grad_checkpointing: Annotated[
-        bool,
-        typer.Option(
-            "--grad-checkpointing",
-            help="Recompute activations in backward (less memory, more time).",
-        ),
-    ] = False,
-    workers: Annotated[int | None, typer.Option(help="Decoding worker processes.")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    out: Annotated[Path | None, typer.Option(help="Run folder (resumed if it exists).")] = None,
-    log: Annotated[
-        str,
-        typer.Option(
-            help="files (metrics.jsonl, summary.json, curves.png) or tensorboard (also TensorBoard "
-            "event files in RUN/tensorboard; pip install 'tubelet[tensorboard]')."
-        ),
-    ] = "files",
+    epochs: Epochs = 10,
+    batch_size: BatchSize = 8,
+    lr: LearningRate = 1e-3,
+    precision: Precision = "fp32",
+    accumulate: Accumulate = 1,
+    grad_checkpointing: GradCheckpointing = False,
+    channels_last: ChannelsLast = False,
+    compile: Compile = False,
+    fsdp: Fsdp = False,
+    flip: Flip = None,
+    bad_files: BadFiles = "resample",
+    workers: Workers = None,
+    seed: Seed = 0,
+    out: Out = None,
+    log: Log = "files",
 ) -> None:
     """Pre-train a VideoMAE encoder by reconstructing masked tubes; labels are ignored.
 
@@ -93,6 +97,11 @@ def pretrain(
         precision=precision,
         accumulate=accumulate,
         grad_checkpointing=grad_checkpointing,
+        channels_last=channels_last,
+        compile=compile,
+        fsdp=fsdp,
+        flip=flip,
+        bad_files=bad_files,
         workers=default_workers() if workers is None else workers,
         seed=seed,
         log=log,

@@ -1,6 +1,6 @@
 """The autoencoder job: train a video VAE (`wan_vae`, small ones by `-m dim=... -m z_dim=...`) on
 clips scaled to [-1, 1], whole frames resized to `--size`, as the generation job reads them, so
-that its latents can serve `tubelet train --task generation -m vae=RUN`.
+that its latents can serve `tubelet train --task generation -t vae=RUN`.
 
 `-m kl_weight=1e-3` is the KL term's weight (per pixel); the best checkpoint is the epoch with the
 lowest validation L1 reconstruction error.

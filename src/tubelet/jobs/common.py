@@ -20,6 +20,108 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
+class FlowSettings:
+    """What `--task flow` adds to the run settings: RAFT's refinement `updates` per pair, in
+    training and evaluation."""
+
+    updates: int = 12
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    """What `--task generation` adds to the run settings (see `tubelet.jobs.generation`).
+
+    DDPM: the denoiser's target (`prediction`: "v" or "epsilon") and the noise `schedule`
+    ("cosine" or "linear") over `train_steps` steps. Flow matching (`objective` "flow"; None: flow
+    for text-conditioned models, else "ddpm"): the timestep `shift` and `timestep_sampling`
+    ("logit_normal" or "uniform"), a frozen `vae` (a run, or a folder in `vae_format`) whose latents
+    are modelled, `text_embeddings` (a folder of one embedding per class) and, with --lora-rank,
+    `lora_alpha`. Both: the share of labels dropped for classifier-free guidance (`cond_drop`) and
+    the EMA decay of the weights that sample (`ema_decay`).
+    """
+
+    prediction: str = "v"
+    schedule: str = "cosine"
+    train_steps: int = 1000
+    cond_drop: float = 0.1
+    ema_decay: float = 0.995
+    objective: str | None = None
+    shift: float = 1.0
+    timestep_sampling: str = "logit_normal"
+    vae: str | None = None
+    vae_format: str = "tubelet"
+    text_embeddings: str | None = None
+    lora_alpha: float | None = None
+
+
+TaskSettings = FlowSettings | DiffusionSettings
+# Each task that has settings of its own, and their type (`--task-arg KEY=VALUE`).
+TASK_SETTINGS: dict[str, type[FlowSettings] | type[DiffusionSettings]] = {
+    "flow": FlowSettings,
+    "generation": DiffusionSettings,
+}
+# The names those settings had when they rode in the model arguments (`-m`), for old commands.
+_OLD_NAMES = {"flow": {"num_flow_updates": "updates"}, "generation": {}}
+
+
+def task_settings(task: str, args: dict[str, Any]) -> TaskSettings | None:
+    """The typed settings of `task` from `--task-arg` KEY=VALUE pairs (values already parsed);
+    None for a task without settings and no pairs. Unknown keys are a ValueError naming the task's."""
+    kind = TASK_SETTINGS.get(task)
+    if kind is None:
+        if args:
+            raise ValueError(f"--task {task} has no settings of its own; leave --task-arg out")
+        return None
+    known = {f.name: f.type for f in dataclasses.fields(kind)}
+    unknown = sorted(set(args) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown --task-arg {', '.join(unknown)} for --task {task}; its settings: "
+            f"{', '.join(known)}"
+        )
+    defaults = kind()
+    typed = {  # a setting whose default is None keeps its value as given
+        k: v if getattr(defaults, k) is None else type(getattr(defaults, k))(v)
+        for k, v in args.items()
+    }
+    return kind(**typed)
+
+
+def split_task_args(task: str, model_args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(builder arguments, task settings) of `-m` pairs written before task settings had their own
+    option: `-m num_flow_updates=4` for flow, `-m prediction=epsilon` etc. for generation."""
+    kind = TASK_SETTINGS.get(task)
+    names = {f.name for f in dataclasses.fields(kind)} if kind else set()
+    renamed = {**{n: n for n in names}, **_OLD_NAMES.get(task, {})}
+    settings = {renamed[k]: v for k, v in model_args.items() if k in renamed}
+    return {k: v for k, v in model_args.items() if k not in renamed}, settings
+
+
+def builder_args(job: TrainJob) -> dict[str, Any]:
+    """The model arguments of `job`, refusing task settings among them (`-m` is for the builder)."""
+    model_args, settings = split_task_args(job.task, job.model_args)
+    if settings:
+        pairs = " ".join(f"--task-arg {k}={v}" for k, v in settings.items())
+        raise ValueError(
+            f"{', '.join(sorted(set(job.model_args) - set(model_args)))} are --task {job.task} "
+            f"settings, not builder arguments of {job.model}: pass {pairs}"
+        )
+    return model_args
+
+
+def settings_of(job: TrainJob, kind: type[FlowSettings] | type[DiffusionSettings]) -> Any:
+    """The task settings of `job` (their defaults when it has none); a ValueError for another
+    task's settings."""
+    if job.task_settings is None:
+        return kind()
+    if not isinstance(job.task_settings, kind):
+        raise ValueError(
+            f"--task {job.task} takes {kind.__name__}, not {type(job.task_settings).__name__}"
+        )
+    return job.task_settings
+
+
+@dataclass(frozen=True)
 class TrainJob:
     """Everything `tubelet train` needs. `data=None` trains on the built-in synthetic dataset.
 
@@ -54,6 +156,7 @@ class TrainJob:
     compile: bool = False
     fsdp: bool = False
     lora_rank: int | None = None  # generation: train LoRA adapters of this rank, base frozen
+    task_settings: TaskSettings | None = None  # the task's own (`--task-arg`); None: defaults
     # Probes and fine-tuning from a published checkpoint (`tubelet.jobs.probe`).
     checkpoint: Path | None = None  # weights to start from (any `tubelet.convert` format)
     checkpoint_format: str | None = None

@@ -32,7 +32,16 @@ from tubelet.engine.checkpoint import find_checkpoint, load_model
 from tubelet.engine.trainer import Trainer
 from tubelet.io import VideoReader
 from tubelet.io.flow import flow_to_image
-from tubelet.jobs.common import TrainJob, jsonable, open_run, optim_config, runtime_config
+from tubelet.jobs.common import (
+    FlowSettings,
+    TrainJob,
+    builder_args,
+    jsonable,
+    open_run,
+    optim_config,
+    runtime_config,
+    settings_of,
+)
 from tubelet.models import architecture_args, create_model, list_models, model_kind
 from tubelet.models.raft import forward_interpolate
 from tubelet.models.spec import ModelSpec, Preprocessing, WeightsSource
@@ -59,8 +68,8 @@ def held_out_set(seed: int, height: int, width: int, length: int = SYNTHETIC_VAL
 
 def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> dict[str, Any]:
     """Train (or resume) a flow model in `job.out`; return the summary (best `val_epe` etc.)."""
-    model_args = dict(job.model_args)
-    updates = int(model_args.pop("num_flow_updates", 12))
+    model_args = builder_args(job)
+    updates = settings_of(job, FlowSettings).updates
     height, width = frame_size(job.size)
     data = str(job.data) if job.data else "synthetic"
     run = open_run(job, {**jsonable(job), "data": data})

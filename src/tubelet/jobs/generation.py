@@ -3,18 +3,18 @@ them with a classifier trained on the same data.
 
 `tubelet train --task generation` trains on clips scaled to [-1, 1]: the whole frame resized to
 `--size` (no random crops, so samples and real clips share one framing), `--frames` frames picked
-by `--sampling`/`--stride`. Diffusion settings ride in `-m` next to the model's arguments and are
-kept apart from them (`DIFFUSION_DEFAULTS`): `-m prediction=epsilon|v`, `-m schedule=cosine|linear`,
-`-m cond_drop=0.1` (share of labels dropped for classifier-free guidance), `-m ema_decay=0.995`.
+by `--sampling`/`--stride`. Diffusion settings are the task's own (`DiffusionSettings`, given as
+`--task-arg`/`-t`): `-t prediction=epsilon|v`, `-t schedule=cosine|linear`, `-t cond_drop=0.1`
+(share of labels dropped for classifier-free guidance), `-t ema_decay=0.995`.
 The run's checkpoints hold the trained and the EMA weights; sampling uses the EMA weights.
 
-Two objectives (`-m objective=`): "ddpm" (the class-conditional `video_unet`'s default) and "flow"
+Two objectives (`-t objective=`): "ddpm" (the class-conditional `video_unet`'s default) and "flow"
 (rectified flow, `tubelet.tasks.flow_matching`; the default of text-conditioned models such as
-`wan_dit`, and open to `video_unet` too), with `-m shift=1.0` and
-`-m timestep_sampling=logit_normal|uniform`. A flow run may model the latents of a frozen VAE,
-`-m vae=RUN` (a `--task autoencoder` run; latent statistics are measured on the training clips)
-or `-m vae=FOLDER -m vae_format=diffusers` (Wan 2.1's `vae/`). A text-conditioned model gets
-one embedding per class: `<class>.safetensors` files in `-m text_embeddings=DIR`
+`wan_dit`, and open to `video_unet` too), with `-t shift=1.0` and
+`-t timestep_sampling=logit_normal|uniform`. A flow run may model the latents of a frozen VAE,
+`-t vae=RUN` (a `--task autoencoder` run; latent statistics are measured on the training clips)
+or `-t vae=FOLDER -t vae_format=diffusers` (Wan 2.1's `vae/`). A text-conditioned model gets
+one embedding per class: `<class>.safetensors` files in `-t text_embeddings=DIR`
 (docs/generation.md shows how to make them with UMT5), or fixed random stand-ins.
 
 `--lora-rank R` trains LoRA adapters (`tubelet.nn.lora`, PEFT) on a flow model's attention and MLP
@@ -44,13 +44,16 @@ from tubelet.engine.checkpoint import WEIGHTS, find_checkpoint, load_model
 from tubelet.engine.trainer import Trainer
 from tubelet.io import write_video
 from tubelet.jobs.common import (
+    DiffusionSettings,
     TrainJob,
+    builder_args,
     clip_preprocessing,
     clip_spec,
     jsonable,
     open_run,
     optim_config,
     runtime_config,
+    settings_of,
 )
 from tubelet.models import architecture_args, create_model, model_kind
 from tubelet.models.spec import ModelSpec, Preprocessing, WeightsSource, read_spec
@@ -73,34 +76,12 @@ from tubelet.tasks.generation import (
     sample,
 )
 
-# Diffusion settings read from the job's model arguments (`-m KEY=VALUE`), with their defaults.
 DEFAULT_MODEL = "video_unet"
-DIFFUSION_DEFAULTS: dict[str, Any] = {
-    "prediction": "v",
-    "schedule": "cosine",
-    "train_steps": 1000,
-    "cond_drop": 0.1,
-    "ema_decay": 0.995,
-    "objective": None,  # "ddpm" or "flow"; None: flow for text-conditioned models, else ddpm
-    "shift": 1.0,
-    "timestep_sampling": "logit_normal",
-    "vae": None,
-    "vae_format": "tubelet",
-    "text_embeddings": None,
-    "lora_alpha": None,  # with --lora-rank R: the LoRA scale numerator (default R)
-}
 OBJECTIVES = ("ddpm", "flow")
 TEXT_TABLE = "text_embeddings.safetensors"
 ADAPTER = "adapter.safetensors"  # a LoRA run's best adapter, with its rank in the metadata
 
 Progress = Callable[[int, int], None]
-
-
-def split_diffusion_args(model_args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(diffusion settings with defaults filled in, the remaining model builder arguments)."""
-    diffusion = {k: model_args.get(k, v) for k, v in DIFFUSION_DEFAULTS.items()}
-    rest = {k: v for k, v in model_args.items() if k not in DIFFUSION_DEFAULTS}
-    return diffusion, rest
 
 
 def clip_loaders(job: TrainJob, data_root: Path) -> tuple[Any, Any, tuple[str, ...]]:
@@ -129,8 +110,8 @@ def clip_loaders(job: TrainJob, data_root: Path) -> tuple[Any, Any, tuple[str, .
 
 
 def load_vae(diffusion: dict[str, Any]) -> nn.Module:
-    """The frozen VAE of `-m vae=PATH`: an autoencoder run (`--task autoencoder`), or a diffusers
-    `AutoencoderKLWan` folder with `-m vae_format=diffusers`; its latent statistics are those the
+    """The frozen VAE of `-t vae=PATH`: an autoencoder run (`--task autoencoder`), or a diffusers
+    `AutoencoderKLWan` folder with `-t vae_format=diffusers`; its latent statistics are those the
     generation run measured (`latents_mean`/`latents_std`) when it has them."""
     if diffusion["vae_format"] == "diffusers":
         vae = create_model(
@@ -139,7 +120,7 @@ def load_vae(diffusion: dict[str, Any]) -> nn.Module:
     elif diffusion["vae_format"] == "tubelet":
         vae, spec = load_model(diffusion["vae"])
         if model_kind(spec.model) != "autoencoder":
-            raise ValueError(f"-m vae={diffusion['vae']} is a {spec.model} run, not a VAE")
+            raise ValueError(f"-t vae={diffusion['vae']} is a {spec.model} run, not a VAE")
     else:
         raise ValueError(
             f"vae_format must be tubelet or diffusers, not {diffusion['vae_format']!r}"
@@ -166,7 +147,7 @@ def latent_statistics(vae: nn.Module, loader: Any, max_batches: int = 16) -> tup
 def text_conditioner(
     diffusion: dict[str, Any], classes: tuple[str, ...], text_dim: int, seed: int
 ) -> TextEmbeddings:
-    """Per-class text embeddings: `<class>.safetensors` files in `-m text_embeddings=DIR`, or
+    """Per-class text embeddings: `<class>.safetensors` files in `-t text_embeddings=DIR`, or
     fixed random stand-ins (seeded) when no folder is given."""
     folder = diffusion["text_embeddings"]
     if folder is None:
@@ -186,10 +167,10 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     The best checkpoint is the epoch with the lowest validation loss of the EMA weights (timesteps
     and noise fixed per clip, so epochs compare).
     """
+    diffusion = dataclasses.asdict(settings_of(job, DiffusionSettings))
+    model_args = builder_args(job)
     data_root = Path(job.data) if job.data else ensure_synthetic_dataset(progress=on_data)
     run = open_run(job, {**jsonable(job), "data": str(data_root)})
-
-    diffusion, model_args = split_diffusion_args(job.model_args)
     train_loader, val_loader, classes = clip_loaders(job, data_root)
     denoiser = create_model(job.model, **model_args)
     text_dim = getattr(denoiser, "text_dim", None)
@@ -204,12 +185,12 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         diffusion["text_table"] = str(Path(job.out).resolve() / TEXT_TABLE)
     objective = diffusion["objective"] or ("ddpm" if text_dim is None else "flow")
     if objective not in OBJECTIVES:
-        raise ValueError(f"-m objective must be one of {OBJECTIVES}, not {objective!r}")
+        raise ValueError(f"-t objective must be one of {OBJECTIVES}, not {objective!r}")
     diffusion["objective"] = objective
     if objective == "ddpm":
         if text_dim is not None or diffusion["vae"] is not None:
             raise ValueError(
-                f"{job.model} with text or a VAE trains with flow matching: leave out -m objective"
+                f"{job.model} with text or a VAE trains with flow matching: leave out -t objective"
             )
         schedule = NoiseSchedule.create(diffusion["schedule"], int(diffusion["train_steps"]))
         task: Any = GenerationTask(schedule, diffusion["prediction"], float(diffusion["cond_drop"]))

@@ -59,7 +59,8 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
 
     Used fields: out, data, model, model_args (mask_ratio, masking, width, ...), frames, sampling,
     stride, size, epochs, batch_size, lr, weight_decay, warmup_epochs, accumulate, precision,
-    bad_files, workers, seed and the runtime switches. Labels are never read.
+    flip (None: flips, as labels are never read), bad_files, workers, seed and the runtime
+    switches.
     """
     data_root = Path(job.data) if job.data else ensure_synthetic_dataset(progress=on_data)
     run = open_run(job, {**jsonable(job), "data": str(data_root)})
@@ -74,7 +75,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     common = {"clip": clip, "bad_files": job.bad_files, "seed": job.seed}
     train_set = VideoDataset(
         unlabeled_records(data_root, "train"), train=True,
-        transform=TrainTransform(size=job.size, flip=True), **common,
+        transform=TrainTransform(size=job.size, flip=job.flip is not False), **common,
     )  # fmt: skip
     val_set = VideoDataset(
         unlabeled_records(data_root, "val"), train=False,
