@@ -195,3 +195,11 @@ def test_architecture_args_leave_out_weight_initialisation():
     args = {"inflate_from": "resnet50.pth", "new_head": True, "width": 8, "num_classes": 3}
     assert architecture_args("i3d_r50", args) == {"width": 8, "num_classes": 3}
     assert architecture_args("r2plus1d_18", {"width": 8}) == {"width": 8}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_builds_on_the_meta_device(name):
+    # `tubelet memory --count-only` builds the model without memory: nothing may read a value.
+    with torch.device("meta"):
+        model = create_model(name)
+    assert all(p.is_meta for p in model.parameters())

@@ -114,7 +114,9 @@ class VideoViTEncoder(nn.Module):
         self.patch_size = patch_size
         # The tubelet embedding: one Conv3d with kernel = stride = the tube (VideoMAE's).
         self.patch_embed = PatchEmbed3d((tubelet_size, patch_size, patch_size), in_chans, dim)
-        rates = torch.linspace(0, drop_path, depth).tolist()  # stochastic depth grows with depth
+        # Stochastic depth grows linearly with depth (plain floats: the model may be built on the
+        # meta device, where a tensor has no values to read).
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(
                 dim,
