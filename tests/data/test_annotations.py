@@ -109,3 +109,77 @@ def test_hold_out_gives_every_fifth_item_to_val_and_the_rest_to_train():
     assert hold_out(items, "train") == [0, 1, 2, 3, 5, 6, 7, 8, 10, 11]
     with pytest.raises(ValueError, match="split"):
         hold_out(items, "test")
+
+
+def test_list_paths_keep_spaces_and_commas_exactly(tmp_path):
+    (tmp_path / "train.csv").write_text(
+        "a  b.mp4 0\n"  # two spaces
+        "c, d.mp4,1\n"  # a comma in the name
+        '"e, f.mp4",0\n'  # quoted as CSV writers do
+        "g h 12.mp4 , 1\n"
+        "  i.mp4\t0\n"
+    )
+    records = read_annotations(tmp_path, "train").records
+    assert [(r.path.name, r.label) for r in records] == [
+        ("a  b.mp4", 0),
+        ("c, d.mp4", 1),
+        ("e, f.mp4", 0),
+        ("g h 12.mp4", 1),
+        ("i.mp4", 0),
+    ]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
+    (tmp_path / "train.csv").write_bytes("\ufeffx.mp4 0\ny.mp4 1\n".encode())
+    (tmp_path / "classes.txt").write_bytes("\ufeffopen\nclose\n".encode())
+    ann = read_annotations(tmp_path, "train")
+    assert ann.records[0].path == tmp_path / "x.mp4"
+    assert ann.classes == ("open", "close")
+
+
+def test_a_list_in_another_encoding_is_named(tmp_path):
+    (tmp_path / "train.csv").write_bytes("caf\u00e9.mp4 0\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"train.csv is not UTF-8 text \(byte 0xe9 at offset 3\)"):
+        read_annotations(tmp_path, "train")
+
+
+def test_a_video_listed_twice_is_refused_with_its_line_numbers(tmp_path):
+    (tmp_path / "val.csv").write_text("a.mp4 0\nb.mp4 1\n./a.mp4 0\nb.mp4 1\n")
+    with pytest.raises(ValueError, match=r"a.mp4 \(lines 1 and 3\); b.mp4 \(lines 2 and 4\)"):
+        read_annotations(tmp_path, "val")
+
+
+def test_ssv2_duplicates_gaps_and_missing_keys_are_refused(tmp_path):
+    (tmp_path / "labels.json").write_text(json.dumps({"Opening something": "0", "Closing x": "2"}))
+    (tmp_path / "train.json").write_text(json.dumps([{"id": "1", "template": "Opening [x]"}]))
+    with pytest.raises(ValueError, match=r"labels.json: indices must be 0..1 .*missing \[1\]"):
+        read_annotations(tmp_path, "train")
+    (tmp_path / "labels.json").write_text(json.dumps({"Opening something": "0"}))
+    (tmp_path / "train.json").write_text(json.dumps([{"template": "Opening [something]"}]))
+    with pytest.raises(ValueError, match=r"train.json: entry 0 is not an object with an \"id\""):
+        read_annotations(tmp_path, "train")
+    entry = {"id": "1", "template": "Opening [something]"}
+    (tmp_path / "train.json").write_text(json.dumps([entry, entry]))
+    with pytest.raises(ValueError, match=r"1.webm \(entries 0 and 1\)"):
+        read_annotations(tmp_path, "train")
+
+
+def test_a_split_with_fewer_classes_is_labelled_by_name(tmp_path):
+    for split, name in [("train", "a"), ("train", "b"), ("train", "c"), ("val", "a"), ("val", "c")]:
+        _touch(tmp_path / split / name / "v.mp4")
+    (tmp_path / "reversal_pairs.txt").write_text("a c\n")
+    train = read_annotations(tmp_path, "train")
+    val = read_annotations(tmp_path, "val", classes=train.classes)
+    assert val.classes == ("a", "b", "c")
+    assert [(r.path.parent.name, r.label) for r in val.records] == [("a", 0), ("c", 2)]
+    assert val.reversal_pairs == ((0, 2),)
+
+
+def test_a_split_with_a_class_outside_the_given_ones_is_refused(tmp_path):
+    for split, name in [("train", "a"), ("train", "b"), ("val", "a"), ("val", "zoom")]:
+        _touch(tmp_path / split / name / "v.mp4")
+    with pytest.raises(
+        ValueError,
+        match=r"val split of .* has videos of 1 class\(es\) outside the 2 it must match \(a, b\): zoom",
+    ):
+        read_annotations(tmp_path, "val", classes=("a", "b"))

@@ -37,10 +37,16 @@ def test_confusion_is_labelled_with_the_class_names():
         confusion_figure([[1, 0], [0, 1]], classes)
 
 
+def _commit(run, record):
+    """An epoch committed with its metrics line only (what the pictures read)."""
+    run.stage(record["epoch"])
+    run.commit_epoch(record["epoch"], record)
+
+
 def test_write_summary_draws_the_pictures_a_run_allows(tmp_path):
     run = RunDir(tmp_path / "run")
     for record in RECORDS:
-        run.log_metrics(record)
+        _commit(run, record)
     (run.best).mkdir(parents=True)
     (run.best / "model.json").write_text(json.dumps({"model": "m", "classes": ["a", "b"]}))
     run.write_summary({"val_top1": 0.6, "val_confusion": [[2, 0], [1, 1]]})
@@ -49,7 +55,7 @@ def test_write_summary_draws_the_pictures_a_run_allows(tmp_path):
             assert image.format == "PNG" and min(image.size) > 100
 
     other = RunDir(tmp_path / "flow")  # no confusion matrix: the curves alone
-    other.log_metrics({"epoch": 1, "train_loss": 1.0, "lr": 1e-3, "val_epe": 2.0})
+    _commit(other, {"epoch": 1, "train_loss": 1.0, "lr": 1e-3, "val_epe": 2.0})
     other.write_summary({"val_epe": 2.0})
     assert plot_run(other.root) == [other.root / CURVES]
     assert not (other.root / CONFUSION).exists()

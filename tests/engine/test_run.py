@@ -1,10 +1,13 @@
 import json
+import os
 
 import pytest
 import torch.multiprocessing as mp
 from distributed_cases import free_port, run_folder_worker
+from processes import held_elsewhere
 
-from tubelet.engine.run import RunDir, atomic_write_text, open_run_dir
+from tubelet.engine.atomic import atomic_write_text, fault_hook
+from tubelet.engine.run import RunDir, RunLockedError, open_run_dir
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
@@ -13,15 +16,6 @@ def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
     atomic_write_text(path, "two")
     assert path.read_text() == "two"
     assert [p.name for p in path.parent.iterdir()] == ["config.json"]
-
-
-def test_metrics_of_a_resumed_epoch_replace_the_uncommitted_ones(tmp_path):
-    run = RunDir(tmp_path)
-    for epoch in (1, 2, 3):
-        run.log_metrics({"epoch": epoch, "loss": float(epoch)})
-    run.log_metrics({"epoch": 2, "loss": 0.5})  # resumed after epoch 1: epochs 2 and 3 again
-    assert run.read_metrics() == [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}]
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_open_run_dir_writes_the_config_or_refuses_the_folder(tmp_path):
@@ -49,12 +43,87 @@ def test_two_processes_open_one_run_folder_without_racing(tmp_path):
     assert [p.name for p in root.iterdir()] == ["config.json"]
 
 
+class Stop(BaseException):
+    """Stands for the process being killed at a write point."""
+
+
+def _commit(run, epoch, best, **metrics):
+    stage = run.stage(epoch)
+    for name in ("last", "best") if best else ("last",):
+        (stage / name).mkdir()
+        (stage / name / "epoch.txt").write_text(str(epoch))
+    run.commit_epoch(epoch, {"epoch": epoch, **metrics})
+
+
+def _state(run):
+    def read(name):
+        path = run.root / name / "epoch.txt"
+        return int(path.read_text()) if path.is_file() else None
+
+    return read("last"), read("best"), [r["epoch"] for r in run.read_metrics()]
+
+
+def test_epochs_commit_last_best_and_metrics_together(tmp_path):
+    run = RunDir(tmp_path)
+    _commit(run, 1, best=True)
+    _commit(run, 2, best=False)
+    assert _state(run) == (2, 1, [1, 2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "last", "metrics.jsonl"]
+
+
+def test_a_stop_at_any_write_point_leaves_the_previous_or_the_next_epoch(tmp_path):
+    points = []
+    with fault_hook(points.append):
+        run = RunDir(tmp_path / "count")
+        _commit(run, 1, best=True)
+        _commit(run, 2, best=True)
+    assert "commit epoch 2" in points and "move best aside" in points
+
+    for n in range(len(points)):
+        run = RunDir(tmp_path / f"stop{n}")
+        calls = []
+
+        def stop_at_n(name, calls=calls, n=n):
+            calls.append(name)
+            if len(calls) == n + 1:
+                raise Stop
+
+        with fault_hook(stop_at_n), pytest.raises(Stop):
+            _commit(run, 1, best=True)
+            _commit(run, 2, best=True)
+        run.recover()
+        committed = points.index("commit epoch 2") < n
+        first_done = points.index("commit epoch 1") < n
+        expected = (2, 2, [1, 2]) if committed else (1, 1, [1]) if first_done else (None, None, [])
+        assert _state(run) == expected, points[n]
+        leftovers = [p.name for p in run.root.iterdir() if p.name.startswith(".")]
+        assert leftovers == [], (points[n], leftovers)
+
+
+def test_a_held_run_folder_refuses_another_process_and_names_its_pid(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with held_elsewhere(run.root) as pid:
+        busy = f"in use by another tubelet process \\(PID {pid}\\); wait for it"
+        with pytest.raises(RunLockedError, match=busy), run.lock():
+            pass
+    with run.lock():  # released when the holder ends
+        assert (run.root / ".lock").read_text().strip() == str(os.getpid())
+        with run.lock():  # holds nest within one process
+            pass
+
+
+def test_metrics_survive_a_json_round_trip(tmp_path):
+    run = RunDir(tmp_path)
+    _commit(run, 1, best=True, val_top1=0.5)
+    assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"epoch": 1, "val_top1": 0.5}
+
+
 def test_tensorboard_gets_each_epochs_numbers(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = RunDir(tmp_path, tensorboard=True)
     for epoch in (1, 2):
-        run.log_metrics({"epoch": epoch, "train_loss": 1.0 / epoch, "val_top1": 0.25 * epoch})
+        _commit(run, epoch, best=False, train_loss=1.0 / epoch, val_top1=0.25 * epoch)
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert set(events.Tags()["scalars"]) == {"train_loss", "val_top1"}

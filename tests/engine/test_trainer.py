@@ -1,15 +1,23 @@
 import json
 import math
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
+from distributed_cases import make_trainer
+from planted import Plant
+from processes import held_elsewhere, python_env
 from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from tubelet.data.datasets import collate_clips
 from tubelet.data.loader import ShuffleSampler
-from tubelet.engine.run import RunDir
+from tubelet.engine.atomic import fault_hook
+from tubelet.engine.checkpoint import load_trainer_state
+from tubelet.engine.run import RunDir, RunLockedError
 from tubelet.engine.trainer import (
     OptimConfig,
     RuntimeConfig,
@@ -118,7 +126,8 @@ def test_training_learns_and_writes_the_run_folder(tmp_path):
         "best/model.safetensors",
         "best/model.json",
         "last/model.safetensors",
-        "last/trainer_state.pt",
+        "last/trainer_state.safetensors",
+        "last/trainer_state.json",
     ):
         assert (tmp_path / name).is_file()
 
@@ -247,7 +256,7 @@ def test_fp16_trains_with_loss_scaling(tmp_path):
     summary = trainer.fit()
     assert summary["val_top1"] > 0.9
     assert trainer.scaler.get_scale() > 0
-    state = torch.load(tmp_path / "last" / "trainer_state.pt", weights_only=False)
+    state = load_trainer_state(tmp_path / "last")
     assert state["scaler"]["scale"] == trainer.scaler.get_scale()
 
 
@@ -273,3 +282,145 @@ def test_compiled_model_trains_and_saves_plain_keys(tmp_path):
     assert summary["val_top1"] > 0.8
     # Keys without torch.compile's "_orig_mod." prefix, so the checkpoint loads into a plain model.
     assert set(load_file(tmp_path / "best" / "model.safetensors")) == {"1.weight", "1.bias"}
+
+
+TIMINGS = {"clips_per_s", "data_wait_share", "data_wait_s", "compute_s", "epoch_time_s"}
+
+
+class Crash(BaseException):
+    """Stands for `kill -9` at a write point: nothing catches it and nothing cleans up after it."""
+
+
+def _outcome(root, trainer):
+    metrics = [
+        {k: v for k, v in r.items() if k not in TIMINGS} for r in RunDir(root).read_metrics()
+    ]
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    best = load_file(str(root / "best" / "model.safetensors"))
+    return metrics, weights, best
+
+
+def _assert_same_outcome(a, b, where=""):
+    assert a[0] == b[0], where
+    for outcome_a, outcome_b in ((a[1], b[1]), (a[2], b[2])):
+        for key, value in outcome_a.items():
+            torch.testing.assert_close(outcome_b[key], value, rtol=0, atol=0, msg=f"{where} {key}")
+
+
+@pytest.mark.slow  # ~40 stopped-and-resumed two-epoch runs of a tiny model (~15 s)
+def test_a_run_killed_at_any_write_point_resumes_to_the_uninterrupted_result(tmp_path):
+    points = []
+    with fault_hook(points.append):
+        straight = make_trainer(tmp_path / "straight", epochs=2)
+        straight.fit()
+    expected = _outcome(tmp_path / "straight", straight)
+    assert "commit epoch 2" in points and "move last aside" in points
+
+    for n, point in enumerate(points):
+        root = tmp_path / f"killed{n}"
+        calls = []
+
+        def crash_at_n(name, calls=calls, n=n):
+            calls.append(name)
+            if len(calls) == n + 1:
+                raise Crash
+
+        with fault_hook(crash_at_n), pytest.raises(Crash):
+            make_trainer(root, epochs=2).fit()
+        resumed = make_trainer(root, epochs=2)  # seeded as a job seeds it: a run killed before
+        resumed.fit()  # its first commit starts over
+        _assert_same_outcome(expected, _outcome(root, resumed), where=f"killed at {n}: {point}")
+        assert not [p.name for p in root.iterdir() if p.name.startswith(".") and p.name != ".lock"]
+
+
+def test_a_real_kill_during_the_epoch_commit_resumes_to_the_uninterrupted_result(tmp_path):
+    script = (
+        "import os, signal, sys\n"
+        "from tubelet.engine.atomic import fault_hook\n"
+        "from distributed_cases import make_trainer\n"
+        "seen = []\n"
+        "def kill(name):\n"
+        "    seen.append(name)\n"
+        "    if seen.count('move last aside') == 1 and name == 'move last in':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "with fault_hook(kill):\n"
+        "    make_trainer(sys.argv[1], epochs=3).fit()\n"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "killed")], env=python_env()
+    )
+    assert killed.returncode == -signal.SIGKILL
+    # Killed in epoch 2's commit between moving the old last/ aside and the new one in.
+    assert not (tmp_path / "killed" / "last").exists()
+    assert [p.name for p in (tmp_path / "killed").glob(".epoch-*")] == [".epoch-0002"]
+
+    resumed = make_trainer(tmp_path / "killed", epochs=3)  # the dead process's lock is gone
+    resumed.fit()
+    straight = make_trainer(tmp_path / "straight", epochs=3)
+    straight.fit()
+    a, b = _outcome(tmp_path / "straight", straight), _outcome(tmp_path / "killed", resumed)
+    assert [r["epoch"] for r in b[0]] == [1, 2, 3]
+    _assert_same_outcome(a, b)
+
+
+def test_resume_never_unpickles_a_planted_trainer_state(tmp_path):
+    _trainer(tmp_path / "run", epochs=1).fit()
+    last = tmp_path / "run" / "last"
+    for name in ("trainer_state.json", "trainer_state.safetensors"):
+        (last / name).unlink()
+    marker = tmp_path / "code-ran"
+    torch.save({"epoch": 1, "best": Plant(marker)}, last / "trainer_state.pt")
+    with pytest.raises(ValueError, match="trainer_state.pt is not read"):
+        _trainer(tmp_path / "run", epochs=2).fit()
+    assert not marker.exists()
+
+
+def _crash_at(point):
+    def crash(name):
+        if name == point:
+            raise Crash
+
+    return crash
+
+
+def test_an_old_pickled_trainer_state_still_resumes(tmp_path):
+    with fault_hook(_crash_at("commit epoch 2")), pytest.raises(Crash):
+        _trainer(tmp_path / "old", epochs=2).fit()
+    last = tmp_path / "old" / "last"
+    torch.save(load_trainer_state(last), last / "trainer_state.pt")  # as tubelet saved it before
+    for name in ("trainer_state.json", "trainer_state.safetensors"):
+        (last / name).unlink()
+    resumed = _trainer(
+        tmp_path / "old", epochs=2, model=nn.Sequential(nn.Flatten(), nn.Linear(96, 2))
+    )
+    resumed.fit()
+    straight = _trainer(tmp_path / "new", epochs=2)
+    straight.fit()
+    _assert_same_outcome(_outcome(tmp_path / "new", straight), _outcome(tmp_path / "old", resumed))
+
+
+def test_a_trainer_on_a_run_folder_held_elsewhere_is_refused_and_writes_nothing(tmp_path):
+    with held_elsewhere(tmp_path) as pid, pytest.raises(RunLockedError, match=f"PID {pid}"):
+        _trainer(tmp_path, epochs=1).fit()
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]
+
+
+class Unreadable(Dataset):
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        return {"video": None, "label": -1, "index": i, "bad_files": [(f"/v{i}.mp4", "empty")]}
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_split_of_unreadable_videos_only_stops_before_saving_anything(tmp_path, split):
+    trainer = _trainer(tmp_path, epochs=1)
+    loader = DataLoader(Unreadable(), batch_size=4, collate_fn=collate_clips)
+    setattr(trainer, f"{split}_loader", loader)
+    with pytest.raises(
+        ValueError,
+        match=rf"not one {split} video could be read \(6 unreadable: /v0.mp4: empty; .*tubelet data validate",
+    ):
+        trainer.fit()
+    assert not (tmp_path / "last").exists() and not (tmp_path / "metrics.jsonl").exists()

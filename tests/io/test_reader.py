@@ -618,3 +618,20 @@ def test_pyav_decodes_every_frame_when_a_skipping_pass_meets_an_unindexed_frame(
     assert not decoder._skips_nonref  # the pass could not name frame 12: it decoded all frames
     assert np.array_equal(frames, images[[14, 3]])
     decoder.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_frames_over_the_pixel_ceiling_are_refused_before_decoding(sample_videos, backend):
+    video = next(iter(sample_videos.values()))
+    with VideoReader(video.path, backend=backend) as reader:
+        pixels = reader.width * reader.height
+    over = rf"frames have {pixels:,} pixels, over the ceiling of {pixels - 1:,} .*--max-pixels 0"
+    with pytest.raises(VideoDecodeError, match=over):
+        VideoReader(video.path, backend=backend, max_pixels=pixels - 1)
+    # The ceiling is on the frames as coded, whatever the reader resizes them to; None lifts it.
+    with pytest.raises(VideoDecodeError, match="over the ceiling"):
+        VideoReader(video.path, backend=backend, short_side=8, max_pixels=pixels - 1)
+    with VideoReader(video.path, backend=backend, short_side=8, max_pixels=None) as reader:
+        assert reader.get_frames([0]).data.shape[1:3] == (8, 8 * reader.width // reader.height)
+    restored = pickle.loads(pickle.dumps(VideoReader(video.path, max_pixels=pixels)))
+    assert restored.max_pixels == pixels  # DataLoader workers keep the ceiling

@@ -42,8 +42,10 @@ def test_evaluation_refuses_data_with_other_classes(tiny_dataset, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(tiny_dataset, other)
     names = (other / "classes.txt").read_text().splitlines()
-    (other / "classes.txt").write_text("\n".join(reversed(names)) + "\n")
-    with pytest.raises(ValueError, match="do not match the model's 10 classes"):
+    (other / "classes.txt").write_text("\n".join(["zoom_sideways", *names[1:]]) + "\n")
+    pairs = (other / "reversal_pairs.txt").read_text().replace(names[0], "zoom_sideways")
+    (other / "reversal_pairs.txt").write_text(pairs)
+    with pytest.raises(ValueError, match="outside the 10 it must match .*: zoom_sideways"):
         classification.evaluate(tmp_path / "run", data=other, workers=0, show_progress=False)
 
 
@@ -87,3 +89,47 @@ def test_predict_refuses_a_model_that_is_not_a_clip_classifier(tmp_path):
     save_model(best, create_model("raft_small"), ModelSpec("raft_small", {}, "flow"))
     with pytest.raises(ValueError, match="holds a flow model .raft_small., not a clip classifier"):
         classification.predict(tmp_path, tmp_path / "v.mp4")
+
+
+def test_a_refused_command_leaves_nothing_behind(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match="unknown model"):
+        jobs.train(_job(tmp_path / "new", data=tiny_dataset, model="r9d_99"), show_progress=False)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="frames"):
+        jobs.train(_job(tmp_path / "kept", data=tiny_dataset, frames=0), show_progress=False)
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [".lock", "notes.txt"]
+
+
+def test_a_val_split_with_a_class_train_lacks_is_refused_before_training(tmp_path):
+    for split, name in [("train", "a"), ("train", "b"), ("val", "a"), ("val", "zoom")]:
+        (tmp_path / "data" / split / name).mkdir(parents=True)
+        (tmp_path / "data" / split / name / "v.mp4").write_bytes(b"")
+    with pytest.raises(
+        ValueError, match=r"val split of .* outside the 2 it must match \(a, b\): zoom"
+    ):
+        jobs.train(_job(tmp_path / "run", data=tmp_path / "data"), show_progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_predict_decodes_at_the_model_input_size(list_dataset, tmp_path, monkeypatch):
+    spec = {"model": "frame2d_resnet18", "model_args": {"num_classes": 2, "width": 4},
+            "classes": ["rise", "fall"], "clip": {"frames": 2, "sampling": "uniform", "stride": 1},
+            "size": 32, "data": str(list_dataset)}  # fmt: skip
+    (tmp_path / "run").mkdir()
+    model = create_model("frame2d_resnet18", num_classes=2, width=4)
+    save_file(model.state_dict(), str(tmp_path / "run" / "model.safetensors"))
+    (tmp_path / "run" / "model.json").write_text(json.dumps(spec))
+    decoded = []
+
+    class Recording(classification.VideoReader):
+        def get_frames(self, indices):
+            frames = super().get_frames(indices)
+            decoded.append(tuple(frames.data.shape))
+            return frames
+
+    monkeypatch.setattr(classification, "VideoReader", Recording)
+    top = classification.predict(tmp_path / "run", list_dataset / "v0.mp4", top_k=2)
+    assert [row["class"] for row in top] in (["rise", "fall"], ["fall", "rise"])
+    assert decoded == [(2, 32, 38, 3)]  # 40x48 frames, short side 32 from the decoder

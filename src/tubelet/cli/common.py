@@ -2,6 +2,12 @@
 
 Each command module (`main.py` for classification and data, one module per other task) adds its
 commands to `app`; `tubelet.cli.main` imports them all.
+
+Exit codes, the same for every command: 0 done; 1 problems found (`tubelet data validate` listing
+bad videos); 2 bad input or arguments (an unreadable or wrong file, an unknown name, a bad option,
+a run folder in use), reported as one line that names the file or option and the fix. Any error of
+those kinds raised anywhere in a command ends that way (`TubeletGroup`); `tubelet --debug CMD`
+shows its traceback instead. Anything else is a bug in tubelet and keeps its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -10,11 +16,50 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
+
+# The reader's ceiling on a frame's pixels (`tubelet.io.VideoReader`), as an option.
+MAX_PIXELS = 36_000_000
+MaxPixels = Annotated[
+    int,
+    typer.Option(
+        min=0, metavar="PIXELS",
+        help="Refuse videos whose frames have more pixels (bounds decoding memory); 0: no limit.",
+    ),
+]  # fmt: skip
+
+EXIT_PROBLEMS = 1  # `tubelet data validate` found bad videos
+EXIT_BAD_INPUT = 2  # what the user gave cannot be used; the message says why and what to do
+_options = {"debug": False}
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user can fix: bad values and names (ValueError), files that are missing,
+    unreadable or in the way (OSError), videos that cannot be decoded."""
+    from tubelet.io import VideoDecodeError
+
+    return (ValueError, OSError, VideoDecodeError)
+
+
+class TubeletGroup(TyperGroup):
+    """The command group: a user error from any command ends as one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except user_errors() as error:
+            if _options["debug"]:
+                raise
+            print_error(str(error) or type(error).__name__)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
 
 app = typer.Typer(
+    cls=TubeletGroup,
     help="tubelet: decode, sample, train and evaluate video models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -23,6 +68,17 @@ app = typer.Typer(
     # panels cut them in an 80-column terminal).
     rich_markup_mode=None,
 )
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show an error's traceback instead of one line.")
+    ] = False,
+) -> None:
+    _options["debug"] = debug
+
+
 data_app = typer.Typer(
     help="Make and inspect data sets.", no_args_is_help=True, rich_markup_mode=None
 )
@@ -151,14 +207,15 @@ def print_bad_files(bad: list[dict[str, str]]) -> None:
 
 
 def run_job(job: Any) -> Any:
-    """Run a job; turn the errors a user can fix into one clear line and exit code 2."""
-    from tubelet.io import VideoDecodeError
-
+    """Run a job; turn the errors a user can fix into one clear line and exit code 2 (the traceback
+    with `--debug`)."""
     try:
         return job()
-    except (ValueError, FileNotFoundError, VideoDecodeError) as error:
-        print_error(str(error))
-        raise typer.Exit(2) from None
+    except user_errors() as error:
+        if _options["debug"]:
+            raise
+        print_error(str(error) or type(error).__name__)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 def print_error(message: str) -> None:

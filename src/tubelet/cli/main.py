@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from tubelet.cli.common import (
+    MAX_PIXELS,
     Accumulate,
     BadFiles,
     BatchSize,
@@ -25,6 +26,7 @@ from tubelet.cli.common import (
     GradCheckpointing,
     LearningRate,
     Log,
+    MaxPixels,
     ModelArgs,
     Out,
     Precision,
@@ -241,6 +243,7 @@ def evaluate(
             help="Builder argument of --model the checkpoint does not state, repeatable.",
         ),
     ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
+    max_pixels: MaxPixels = MAX_PIXELS,
 ) -> None:
     """Evaluate a trained model on the val split with multi-view testing (detectors: mAP per tIoU)."""
     from tubelet.jobs import default_workers
@@ -270,6 +273,7 @@ def evaluate(
                 checkpoint, data=data, clips=clips, crops=crops, batch_size=batch_size,
                 workers=workers, model=model, checkpoint_format=checkpoint_format,
                 model_args=parse_model_args(model_arg),
+                max_pixels=max_pixels or None,
             )
         )  # fmt: skip
         for note in metrics.get("notes", []):
@@ -288,7 +292,7 @@ def evaluate(
 def predict(
     video: Annotated[Path, typer.Argument(metavar="VIDEO", help="A video file.")],
     checkpoint: Annotated[Path, typer.Option(help="Run folder or checkpoint folder.")],
-    top_k: Annotated[int, typer.Option(help="How many classes to show.")] = 5,
+    top_k: Annotated[int, typer.Option(min=1, help="How many classes to show.")] = 5,
     views: Annotated[str, typer.Option(help="CLIPSxCROPS views, averaged.")] = "1x1",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     labels: Annotated[
@@ -320,6 +324,7 @@ def predict(
             help="Builder argument of --model the checkpoint does not state, repeatable.",
         ),
     ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
+    max_pixels: MaxPixels = MAX_PIXELS,
 ) -> None:
     """Classify one video with a trained model (a run folder), or with a published checkpoint
     (--model, --checkpoint FILE_OR_FOLDER, --checkpoint-format), using the class names and
@@ -344,6 +349,7 @@ def predict(
             lambda: predict_job(
                 checkpoint, video, top_k=top_k, clips=clips, crops=crops, model=model,
                 checkpoint_format=checkpoint_format, model_args=parse_model_args(model_arg),
+                max_pixels=max_pixels or None,
             )
         )  # fmt: skip
     if as_json:
@@ -410,13 +416,16 @@ def data_synth(
     size: Annotated[int, typer.Option()] = 72,
     fps: Annotated[float, typer.Option()] = 12.0,
     seed: Annotated[int, typer.Option()] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Write over a folder that is not empty.")
+    ] = False,
 ) -> None:
     """Write the built-in synthetic motion dataset as H.264 mp4 files with train/val lists."""
     from tubelet.data.synthetic import write_synthetic_dataset
 
     root = write_synthetic_dataset(
         out, videos_per_class=videos_per_class, num_frames=frames, size=size, fps=fps, seed=seed,
-        progress=data_bar(),
+        progress=data_bar(), overwrite=overwrite,
     )  # fmt: skip
     console.print(f"Wrote {root} (train.csv, val.csv, classes.txt, reversal_pairs.txt, videos/)")
 
@@ -485,6 +494,10 @@ def data_validate(
 
     from tubelet.data.validate import validate_dataset
 
+    if report is not None and not report.parent.is_dir():
+        raise typer.BadParameter(
+            f"{report.parent} does not exist: create it, or give --report a path in a folder"
+        )
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("decoding videos", total=None)
         result = run_job(

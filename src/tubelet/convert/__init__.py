@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
@@ -161,15 +164,35 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         path = found
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        # weights_only: tensors and plain containers; a pickle that asks for anything else (code
+        # to run) is refused by torch before it runs.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, SafetensorError, RuntimeError, EOFError, OSError) as error:
+        raise ValueError(
+            f"{path} cannot be read as a checkpoint ({load_error_reason(error)}); it is truncated, "
+            "not a weights file, or holds more than tensors (nothing in it was run): use the "
+            "original file"
+        ) from None
     for key in ("state_dict", "model_state", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__})")
     return state
+
+
+def load_error_reason(error: BaseException) -> str:
+    """One short line saying why `torch.load(weights_only=True)` or safetensors refused a file
+    (for a pickle: the global it asked for, e.g. "it asks for builtins.exec")."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    wanted = re.search(r"Unsupported (?:global|operand)[^A-Za-z]*(?:GLOBAL )?([\w.]+)", text)
+    if wanted:
+        return f"it asks for {wanted.group(1)}"
+    first = (text.strip().splitlines() or [type(error).__name__])[0]
+    return first[:200]
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -14,8 +14,10 @@ from tubelet.data.annotations import VideoRecord
 from tubelet.data.sampling import ClipIndices, sample_clip, temporal_views
 from tubelet.data.transforms import EvalTransform, TrainTransform
 from tubelet.io import VideoDecodeError, VideoReader, thread_budget
+from tubelet.io.reader import MAX_PIXELS
 
 BAD_FILE_POLICIES = ("resample", "skip", "raise")
+SAMPLINGS = ("uniform", "dense")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,15 @@ class ClipSpec:
     frames: int = 8
     sampling: str = "uniform"
     stride: int = 2
+
+    def __post_init__(self) -> None:
+        if self.frames < 1 or self.stride < 1:
+            raise ValueError(
+                f"clips need at least 1 frame (--frames) and a stride of at least 1 (--stride), "
+                f"not frames={self.frames}, stride={self.stride}"
+            )
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"--sampling must be one of {SAMPLINGS}, not {self.sampling!r}")
 
 
 class VideoDataset(Dataset):
@@ -52,6 +63,7 @@ class VideoDataset(Dataset):
         bad_files: str = "resample",
         backend: str = "auto",
         seed: int = 0,
+        max_pixels: int | None = MAX_PIXELS,
     ) -> None:
         if bad_files not in BAD_FILE_POLICIES:
             raise ValueError(f"bad_files must be one of {BAD_FILE_POLICIES}, not {bad_files!r}")
@@ -67,6 +79,7 @@ class VideoDataset(Dataset):
         self.bad_files = bad_files
         self.backend = backend
         self.seed = seed
+        self.max_pixels = max_pixels  # frames over it make the video unreadable (`VideoReader`)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -98,8 +111,9 @@ class VideoDataset(Dataset):
         short_side = self.transform.resize_to if self.train else self.transform.size
         threads = thread_budget()  # cores shared among the DataLoader workers
         with VideoReader(
-            record.path, backend=self.backend, num_threads=threads, short_side=short_side
-        ) as reader:
+            record.path, backend=self.backend, num_threads=threads, short_side=short_side,
+            max_pixels=self.max_pixels,
+        ) as reader:  # fmt: skip
             if self.train:
                 clip = self._indices(reader, rng)
                 frames = reader.get_frames(list(clip.indices)).data  # (T, H, W, 3) uint8

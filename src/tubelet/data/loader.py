@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tubelet.data.annotations import Annotations, read_annotations
 from tubelet.data.datasets import ClipSpec, VideoDataset, collate_clips
 from tubelet.data.transforms import EvalTransform, TrainTransform
+from tubelet.io.reader import MAX_PIXELS
 
 _DIRECTION = re.compile(r"(^|[^a-z])(left|right|clockwise|counterclockwise|cw|ccw)([^a-z]|$)")
 
@@ -38,13 +39,16 @@ def build_dataset(
     backend: str = "auto",
     seed: int = 0,
     eval_transform: EvalTransform | None = None,
+    classes: Sequence[str] | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> tuple[VideoDataset, Annotations]:
     """The dataset of one split. `flip=None` flips training clips only when no class names a direction.
 
     Evaluation clips go through `eval_transform` when given (a saved model's own preprocessing),
-    else `EvalTransform(size, crops)`.
+    else `EvalTransform(size, crops)`. `classes` (the training split's, or a model's) labels the
+    split by those class names (`tubelet.data.annotations.relabel`).
     """
-    annotations = read_annotations(root, split)
+    annotations = read_annotations(root, split, classes=classes)
     if train:
         do_flip = not names_a_direction(annotations.classes) if flip is None else flip
         transform: TrainTransform | EvalTransform = TrainTransform(size=size, flip=do_flip)
@@ -52,7 +56,7 @@ def build_dataset(
         transform = eval_transform or EvalTransform(size=size, crops=crops)
     dataset = VideoDataset(
         annotations.records, clip=clip, transform=transform, train=train, num_clips=num_clips,
-        bad_files=bad_files, backend=backend, seed=seed,
+        bad_files=bad_files, backend=backend, seed=seed, max_pixels=max_pixels,
     )  # fmt: skip
     return dataset, annotations
 

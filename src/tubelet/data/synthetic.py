@@ -160,8 +160,10 @@ def write_synthetic_dataset(
     fps: float = 12.0,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write the dataset to `out_dir` as H.264 mp4 files plus the list files the loader reads.
+    A folder that holds anything is refused unless `overwrite` (its data set files are replaced).
 
     Layout: `videos/<class>/<class>_<nnnn>.mp4`, `train.csv` / `val.csv` (lines
     `videos/<class>/<file>.mp4 <label>`; the last `val_fraction` of each class is validation),
@@ -173,6 +175,13 @@ def write_synthetic_dataset(
         size=size, fps=fps, seed=seed,
     )  # fmt: skip
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file: give a folder for the data set")
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise ValueError(
+            f"{out} is not empty: give an empty or new folder, or pass --overwrite to write the "
+            "data set over what is there (train.csv, val.csv, classes.txt and videos/ are replaced)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "dataset.json").unlink(missing_ok=True)
     # The class list goes first: it marks a half-written folder as this writer's (`ensure_generated`).

@@ -3,18 +3,25 @@ reloads it."""
 
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tubelet.convert import load_error_reason
+from tubelet.engine.atomic import atomic_write, atomic_write_json
 from tubelet.models import create_model
 from tubelet.models.spec import SPEC_FILE as SPEC
 from tubelet.models.spec import WEIGHTS_FILE as WEIGHTS
 from tubelet.models.spec import ModelSpec, checkpoint_folders, read_spec, write_spec
+
+STATE_TENSORS = "trainer_state.safetensors"
+STATE_JSON = "trainer_state.json"
+LEGACY_STATE = "trainer_state.pt"  # pickled by tubelet before trainer states were safetensors
 
 
 def save_model(
@@ -29,7 +36,7 @@ def save_model(
     folder.mkdir(parents=True, exist_ok=True)
     state = _unwrap(model).state_dict() if state is None else state
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    _atomic(folder / WEIGHTS, lambda p: save_file(state, str(p)))
+    atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p)))
     save_spec(folder, spec)
     return folder
 
@@ -71,21 +78,105 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelSpec]:
 
 
 def save_trainer_state(folder: str | Path, state: dict[str, Any]) -> None:
-    """Optimizer, scheduler, epoch and random states for resuming (torch.save; not for sharing)."""
-    _atomic(Path(folder) / "trainer_state.pt", lambda p: torch.save(state, p))
+    """Optimizer, scheduler, counters and random states for resuming, written without pickle:
+    `trainer_state.safetensors` holds every tensor and array, `trainer_state.json` everything else
+    (with each tensor's place in it), so a shared run folder can hold no code."""
+    folder = Path(folder)
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _encode(state, tensors, set())
+    atomic_write(folder / STATE_TENSORS, lambda p: save_file(tensors, str(p)))
+    atomic_write_json(folder / STATE_JSON, {"format": 1, "state": skeleton})
 
 
 def load_trainer_state(folder: str | Path) -> dict[str, Any] | None:
-    """The state written by `save_trainer_state`, or None when the folder has none."""
-    path = Path(folder) / "trainer_state.pt"
-    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+    """The state written by `save_trainer_state`, or None when the folder has none.
+
+    A `trainer_state.pt` of an older tubelet is read with `torch.load(weights_only=True)` (tensors,
+    containers and NumPy arrays only; nothing in it can run); one that needs more is refused.
+    """
+    folder = Path(folder)
+    if (folder / STATE_JSON).is_file():
+        try:
+            skeleton = json.loads((folder / STATE_JSON).read_text())["state"]
+            return _decode(skeleton, load_file(str(folder / STATE_TENSORS)))
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as error:
+            raise ValueError(
+                f"{folder}: the trainer state cannot be read ({error}); delete {folder} to restart "
+                "the run, or pass another --out"
+            ) from None
+    legacy = folder / LEGACY_STATE
+    if not legacy.is_file():
+        return None
+    import numpy as np
+
+    core = np._core if hasattr(np, "_core") else np.core  # renamed in NumPy 2
+    allowed = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), core.multiarray._reconstruct]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(legacy, map_location="cpu", weights_only=True)
+    except Exception as error:  # an UnpicklingError names what the file wanted to load
+        raise ValueError(
+            f"{legacy} is not read: an old trainer state may hold only tensors and plain values "
+            f"({load_error_reason(error)}; nothing in it was run); delete {folder} to restart the "
+            "run, or pass another --out"
+        ) from None
+
+
+def _encode(value: Any, tensors: dict[str, torch.Tensor], seen: set[int]) -> Any:
+    """`value` as JSON, its tensors and arrays moved to `tensors` under "t<n>" and referenced by name.
+
+    Containers are tagged where JSON would lose them: tuples, dicts whose keys are not all strings
+    (an optimizer's parameter ids), and NumPy arrays (with their dtype)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        # safetensors refuses tensors that share memory (one state can hold the same one twice).
+        if tensor.untyped_storage().data_ptr() in seen:
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        name = f"t{len(tensors)}"
+        tensors[name] = tensor
+        return {"tensor": name}
+    if type(value).__module__ == "numpy" and hasattr(value, "dtype"):
+        if getattr(value, "ndim", 0) == 0:  # a NumPy scalar: its Python value
+            return value.item()
+        name = f"t{len(tensors)}"
+        tensors[name] = torch.from_numpy(
+            value.astype("int64" if value.dtype.kind == "u" else value.dtype)
+        )
+        return {"ndarray": name, "dtype": str(value.dtype)}
+    if isinstance(value, list):
+        return [_encode(v, tensors, seen) for v in value]
+    if isinstance(value, tuple):
+        return {"tuple": [_encode(v, tensors, seen) for v in value]}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {"dict": {k: _encode(v, tensors, seen) for k, v in value.items()}}
+        return {
+            "pairs": [
+                [_encode(k, tensors, seen), _encode(v, tensors, seen)] for k, v in value.items()
+            ]
+        }
+    raise TypeError(f"cannot save a {type(value).__name__} in the trainer state")
+
+
+def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The inverse of `_encode`."""
+    if isinstance(value, list):
+        return [_decode(v, tensors) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "tensor" in value:
+        return tensors[value["tensor"]]
+    if "ndarray" in value:
+        return tensors[value["ndarray"]].numpy().astype(value["dtype"])
+    if "tuple" in value:
+        return tuple(_decode(v, tensors) for v in value["tuple"])
+    if "pairs" in value:
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in value["pairs"]}
+    return {k: _decode(v, tensors) for k, v in value["dict"].items()}
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
-
-
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)

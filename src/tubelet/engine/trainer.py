@@ -16,11 +16,10 @@ process: one optimizer step sees batch size x `accumulate` x processes clips.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -193,32 +192,45 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs; return (and write) the run summary."""
-        if self.env.is_main:
-            self.run.root.mkdir(parents=True, exist_ok=True)
-        dist.barrier()
-        self._resume()
-        with TrainProgress(enabled=self.show_progress) as progress:
-            while self.epoch < self.config.epochs:
-                train_stats = self._train_epoch(progress)
-                val = self.evaluate(self.val_loader, progress=progress, split="val")
-                self._gather_bad_files()
-                self.epoch += 1
-                record = {
-                    "epoch": self.epoch,
-                    **train_stats,
-                    **{f"val_{k}": v for k, v in val.items() if not isinstance(v, list)},
-                }
-                if self.env.is_main:
-                    self.run.log_metrics(record)
-                # Every process holds the same merged metrics, so all take the same branch (under
-                # FSDP every process writes its shards).
-                if not self.best or self._improves(val[self.monitor]):
-                    self.best = {"epoch": self.epoch, **val}
-                    self._save_model(self.run.best)
-                self._save_last()
-                progress.log_epoch(record)
-        return self._summarise()
+        """Train the remaining epochs; return (and write) the run summary.
+
+        The run folder is held (`RunDir.lock`) while training; each epoch is committed as one step
+        (`RunDir.commit_epoch`), and what a stopped run left half-done is finished or dropped first.
+        """
+        with self._hold_run():
+            self._resume()
+            with TrainProgress(enabled=self.show_progress) as progress:
+                while self.epoch < self.config.epochs:
+                    train_stats = self._train_epoch(progress)
+                    val = self.evaluate(self.val_loader, progress=progress, split="val")
+                    self._gather_bad_files()
+                    self.epoch += 1
+                    record = {
+                        "epoch": self.epoch,
+                        **train_stats,
+                        **{f"val_{k}": v for k, v in val.items() if not isinstance(v, list)},
+                    }
+                    # Every process holds the same merged metrics, so all take the same branch
+                    # (under FSDP every process writes its shards).
+                    improved = not self.best or self._improves(val[self.monitor])
+                    if improved:
+                        self.best = {"epoch": self.epoch, **val}
+                    self._commit(record, improved)
+                    progress.log_epoch(record)
+            return self._summarise()
+
+    @contextmanager
+    def _hold_run(self) -> Iterator[None]:
+        """Rank 0 holds the run folder and finishes or drops what a stopped run left; every process
+        goes on, or all stop with rank 0's message (e.g. the folder is in use)."""
+        with ExitStack() as stack:
+
+            def hold() -> None:
+                stack.enter_context(self.run.lock())
+                self.run.recover()
+
+            dist.main_decides(hold)
+            yield
 
     def _train_epoch(self, progress: TrainProgress) -> dict[str, float]:
         self.train_model.train()
@@ -261,7 +273,11 @@ class Trainer:
         # Over all processes: summed losses, counts, clips; the mean time spent waiting; the
         # slowest process's time (the epoch's wall time), so clips_per_s is the global throughput.
         elapsed = dist.all_reduce_max(time.perf_counter() - start)
-        loss_sum, loss_count, clips, wait = dist.all_reduce_sum([loss_sum, loss_count, clips, wait])
+        loss_sum, loss_count, clips, wait, batches = dist.all_reduce_sum(
+            [loss_sum, loss_count, clips, wait, num_batches]
+        )
+        if batches and not clips:  # nothing learnt: stop before saving untrained weights
+            raise ValueError(unreadable_split(self.bad_files, "train"))
         wait /= self.env.world_size
         self.train_time += elapsed
         self.clips_seen += int(clips)
@@ -327,46 +343,42 @@ class Trainer:
         )  # fmt: skip
 
     # -- state ---------------------------------------------------------------------------------------
-    def _save_model(
-        self, folder: Any, optimizer: torch.optim.Optimizer | None = None
-    ) -> dict[str, Any] | None:
-        """Write the weights and spec (rank 0 writes; under FSDP every process its shards, with
-        `optimizer`'s when given). Returns the optimizer state to keep in the trainer state: the
-        whole one, or None when it went into the shards."""
+    def _commit(self, record: dict[str, Any], improved: bool) -> None:
+        """Commit this epoch's weights (`last/`, and `best/` when `improved`), trainer state and
+        metrics line as one step (`RunDir.commit_epoch`). Rank 0 writes; under FSDP every process
+        writes its shards of the weights and optimizer state first."""
+        stage = self.run.stage(self.epoch)
+        optimizer = None  # in the shards under FSDP
         if self.fsdp:
-            sharded.save_sharded(folder, self.model, optimizer)
-            if self.env.is_main:
-                save_spec(folder, self.spec)
-                (folder / WEIGHTS).unlink(missing_ok=True)  # whole weights of an earlier epoch
-            return None
-        if self.env.is_main:
-            save_model(folder, self.model, self.spec)
-            # The shards of an earlier epoch (a sharded run resumed in one process).
-            shutil.rmtree(folder / sharded.SHARDED, ignore_errors=True)
-        return self.optimizer.state_dict() if optimizer is not None else None
-
-    def _save_last(self) -> None:
-        optimizer = self._save_model(self.run.last, self.optimizer)
+            sharded.save_sharded(stage / "last", self.model, self.optimizer)
+            if improved:
+                sharded.save_sharded(stage / "best", self.model)
+        else:
+            optimizer = self.optimizer.state_dict()
         rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
         rng_by_rank = dist.all_gather_objects(rng)
         if not self.env.is_main:
             return
-        save_trainer_state(
-            self.run.last,
-            {
-                "epoch": self.epoch,
-                "optimizer": optimizer,
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "best": self.best,
-                "bad_files": self.bad_files,
-                "train_time": self.train_time,
-                "clips_seen": self.clips_seen,
-                "config": asdict(self.config),
-                "rng": rng,
-                "rng_by_rank": rng_by_rank,
-            },
-        )
+        state = {
+            "epoch": self.epoch,
+            "optimizer": optimizer,
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best": self.best,
+            "bad_files": self.bad_files,
+            "train_time": self.train_time,
+            "clips_seen": self.clips_seen,
+            "config": asdict(self.config),
+            "rng": rng,
+            "rng_by_rank": rng_by_rank,
+        }
+        for folder in (stage / "last", stage / "best") if improved else (stage / "last",):
+            if self.fsdp:
+                save_spec(folder, self.spec)
+            else:
+                save_model(folder, self.model, self.spec)
+        save_trainer_state(stage / "last", state)
+        self.run.commit_epoch(self.epoch, record)
 
     def _resume(self) -> None:
         """Continue from `last/`: sharded checkpoints from any number of processes, each process
@@ -374,15 +386,15 @@ class Trainer:
         state = load_trainer_state(self.run.last)
         if state is None:
             return
-        from safetensors.torch import load_file
+        from tubelet.convert import read_state_dict  # a torn or foreign file: one clear error
 
         if sharded.is_sharded(self.run.last):
             sharded.load_sharded(self.run.last, self.model, self.optimizer)
         elif self.fsdp:
-            weights = load_file(str(self.run.last / WEIGHTS))
+            weights = read_state_dict(self.run.last / WEIGHTS)
             _load_full_state(self.model, self.optimizer, weights, state["optimizer"])
         else:
-            self.model.load_state_dict(load_file(str(self.run.last / WEIGHTS)))
+            self.model.load_state_dict(read_state_dict(self.run.last / WEIGHTS))
             self.model.to(self.device)
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -467,10 +479,12 @@ def evaluate_loader(
     rounds = dist.all_reduce_max(num_batches) if lockstep else num_batches
     task_id = progress.start_eval(rounds) if progress else None
     last = None
+    seen: dict[str, dict[str, str]] = {} if bad_files is None else bad_files
+    evaluated = 0
     for batch, _ in _timed(loader):
-        if bad_files is not None:
-            note_bad_files(bad_files, batch, split)
+        note_bad_files(seen, batch, split)
         if batch.get("video", ()) is not None:
+            evaluated += 1
             last = to_device(batch, device)
             with autocast(device, precision):
                 task.evaluate_batch(model, last, meter)
@@ -482,7 +496,20 @@ def evaluate_loader(
         _lockstep_forward(model, task, last, device, precision)
     if progress:
         progress.finish(task_id)
+    evaluated, batches = dist.all_reduce_sum([evaluated, num_batches])
+    if batches and not evaluated:
+        raise ValueError(unreadable_split(seen, split))
     return dist.gather_meters(meter).compute()
+
+
+def unreadable_split(bad_files: dict[str, dict[str, str]], split: str) -> str:
+    """The error for a split of which not one video could be read (a few of them as examples)."""
+    bad = [(p, i["reason"]) for p, i in bad_files.items() if i.get("split") == split]
+    shown = "; ".join(f"{p}: {r}" for p, r in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+    return (
+        f"not one {split} video could be read ({len(bad)} unreadable: {shown}); fix or replace "
+        "them (`tubelet data validate DATA` lists every bad file)"
+    )
 
 
 def _lockstep_forward(

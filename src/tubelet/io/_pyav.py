@@ -156,6 +156,7 @@ class PyAVDecoder:
         frame = first[1]
         turns = round(frame.rotation / 90) % 4  # counter-clockwise quarter turns for display
         coded = (frame.height, frame.width)
+        self.source_pixels = frame.height * frame.width  # before any resize
         shown = coded[::-1] if turns % 2 else coded  # (H, W) as displayed
         if short_side is None:
             self.height, self.width = shown

@@ -75,6 +75,7 @@ class TorchcodecDecoder:
                 transforms.append(Resize(size))
         self._decoder = self._open("exact", num_threads, transforms)
         meta = self._decoder.metadata
+        self.source_pixels = int(meta.height or 0) * int(meta.width or 0)  # before any resize
         self.num_frames = int(meta.num_frames_from_content or 0)
         if self.num_frames == 0:
             raise TorchcodecOpenError("the scan found no video frames")

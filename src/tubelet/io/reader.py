@@ -10,6 +10,11 @@ Frames come out as RGB uint8 (T, H, W, 3) whatever the pixel format (10-bit, gre
 equal to `ffmpeg -pix_fmt rgb24`, turned upright by the stream's display rotation, and optionally
 resized in the decoder to a short side (`short_side=`).
 
+A pixel ceiling bounds what one frame may cost to decode: a video whose frames have more than
+`max_pixels` pixels (default `MAX_PIXELS`, 36 megapixels: 8K's 8192x4320 fits) is refused with a
+`VideoDecodeError` when opened, before any frame is decoded whole (a 20 KB file can hold 8000x8000
+frames); `max_pixels=None` lifts it (`--max-pixels 0` on the command line).
+
 `num_frames` counts the frames the stream's packets promise (the demuxer's intact packets; see
 the backends). A packet whose data is damaged inside is found only when decoded: `get_frames`
 then raises `VideoDecodeError` naming every requested index that did not decode, and the other
@@ -41,6 +46,7 @@ from tubelet.io._torchcodec import TorchcodecDecoder, TorchcodecOpenError, load_
 from tubelet.io.errors import VideoDecodeError
 
 BACKENDS = ("auto", "torchcodec", "pyav")
+MAX_PIXELS = 36_000_000  # per frame; 8K (8192x4320 = 35.4 M) fits
 
 # Decoders a forked child inherited, kept but never used: freeing one that runs FFmpeg threads
 # (num_threads != 1) would wait forever for threads that fork did not copy.
@@ -76,6 +82,7 @@ class _Decoder(Protocol):
     duration: float
     width: int
     height: int
+    source_pixels: int  # pixels of a frame as coded, before any resize
 
     def decode(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -110,6 +117,7 @@ class VideoReader:
         num_threads: int = 1,
         *,
         short_side: int | None = None,
+        max_pixels: int | None = MAX_PIXELS,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown video backend {backend!r}; choose one of {BACKENDS}")
@@ -124,6 +132,7 @@ class VideoReader:
         self.path = Path(path)
         self.num_threads = num_threads
         self.short_side = short_side
+        self.max_pixels = max_pixels
         self._requested = backend
         self._decoder: _Decoder | None = None
         self._pid = -1  # process that opened _decoder
@@ -223,12 +232,14 @@ class VideoReader:
             "backend": self._requested,
             "num_threads": self.num_threads,
             "short_side": self.short_side,
+            "max_pixels": self.max_pixels,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = state["path"]
         self.num_threads = state["num_threads"]
         self.short_side = state["short_side"]
+        self.max_pixels = state["max_pixels"]
         self._requested = state["backend"]
         self._decoder = None
         self._pid = -1
@@ -248,6 +259,15 @@ class VideoReader:
             self._decoder = _open(self.path, self._requested, self.num_threads, self.short_side)
             self._pid = os.getpid()
             d = self._decoder
+            if self.max_pixels is not None and d.source_pixels > self.max_pixels:
+                d.close()
+                self._decoder = None
+                raise VideoDecodeError(
+                    self.path,
+                    f"its frames have {d.source_pixels:,} pixels, over the ceiling of "
+                    f"{self.max_pixels:,} that bounds decoding memory; lift it (--max-pixels 0) "
+                    "if the file is trusted",
+                )
             self._info = _Info(
                 d.backend, d.num_frames, d.fps, d.start, d.duration, d.width, d.height
             )

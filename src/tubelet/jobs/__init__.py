@@ -20,7 +20,7 @@ from tubelet.jobs import (
     generation,
     pretrain,
 )
-from tubelet.jobs.common import Progress, TrainJob, default_workers
+from tubelet.jobs.common import Progress, TrainJob, default_workers, hold_run
 
 TASKS: dict[str, ModuleType] = {
     "autoencoder": autoencoder,
@@ -47,23 +47,27 @@ def default_model(task: str) -> str:
 
 
 def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None = None) -> dict:
-    """Train (or resume) the run in `job.out` with the job of `job.task`; return its summary."""
+    """Train (or resume) the run in `job.out` with the job of `job.task`; return its summary.
+
+    The run folder is held for the whole job, and a job refused before its first epoch leaves
+    nothing behind (`hold_run`)."""
     # Under torchrun: join the process group before loaders are built (they shard by rank).
     distributed = init_distributed().world_size > 1
-    # Cached features train a classification head; only detection reads them itself.
-    if job.features is not None and job.task != "detection":
-        return features.train(job, show_progress=show_progress)
-    module = TASKS[check_task(job.task)]
-    if job.init is not None and job.task not in ("classification", "flow"):
-        raise ValueError(
-            f"--init starts classification (from a pretrain run) or flow (from a flow run), "
-            f"not --task {job.task}: leave --init out"
-        )
-    if job.lora_rank is not None and job.task != "generation":
-        raise ValueError(
-            f"--lora-rank trains adapters of a generation model, not --task {job.task}"
-        )
-    # Under torchrun, rank 0 alone writes the built-in dataset.
-    if distributed and job.data is None:
-        main_first(lambda: ensure_synthetic_dataset(progress=on_data))
-    return module.train(job, show_progress=show_progress, on_data=on_data)
+    with hold_run(job.out):
+        # Cached features train a classification head; only detection reads them itself.
+        if job.features is not None and job.task != "detection":
+            return features.train(job, show_progress=show_progress)
+        module = TASKS[check_task(job.task)]
+        if job.init is not None and job.task not in ("classification", "flow"):
+            raise ValueError(
+                f"--init starts classification (from a pretrain run) or flow (from a flow run), "
+                f"not --task {job.task}: leave --init out"
+            )
+        if job.lora_rank is not None and job.task != "generation":
+            raise ValueError(
+                f"--lora-rank trains adapters of a generation model, not --task {job.task}"
+            )
+        # Under torchrun, rank 0 alone writes the built-in dataset.
+        if distributed and job.data is None:
+            main_first(lambda: ensure_synthetic_dataset(progress=on_data))
+        return module.train(job, show_progress=show_progress, on_data=on_data)

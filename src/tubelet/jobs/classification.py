@@ -23,6 +23,7 @@ from tubelet.engine.checkpoint import find_checkpoint, load_model
 from tubelet.engine.progress import TrainProgress
 from tubelet.engine.trainer import Trainer, evaluate_loader
 from tubelet.io import VideoReader
+from tubelet.io.reader import MAX_PIXELS
 from tubelet.jobs.common import (
     Progress,
     TrainJob,
@@ -55,7 +56,9 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     clip = ClipSpec(frames=job.frames, sampling=job.sampling, stride=job.stride)
     common = {"clip": clip, "size": job.size, "bad_files": job.bad_files, "seed": job.seed}
     train_set, annotations = build_dataset(data_root, "train", train=True, flip=job.flip, **common)
-    val_set, _ = build_dataset(data_root, "val", train=False, **common)
+    val_set, _ = build_dataset(
+        data_root, "val", train=False, classes=annotations.classes, **common
+    )  # labels by the training split's class names
     num_classes = len(annotations.classes)
     model_args = {**job.model_args, "num_classes": num_classes}
     if job.head is not None:
@@ -175,6 +178,7 @@ def evaluate(
     model: str | None = None,
     checkpoint_format: str | None = None,
     model_args: dict[str, Any] | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> dict[str, Any]:
     """Multi-view evaluation (clips x crops per video) of a saved or published model (see
     `load_classifier`) on a data set's val split.
@@ -188,15 +192,12 @@ def evaluate(
     if data is None and spec.source.data is None:
         raise ValueError(f"{checkpoint} does not record its data set: pass --data DIR")
     root = Path(data or spec.source.data)
+    # Labelled by the model's class names, checked as training checks val against train.
     dataset, annotations = build_dataset(
         root, "val", clip=clip_spec(pre), size=min(pre.crop_size), train=False, num_clips=clips,
-        bad_files="skip", eval_transform=eval_transform(pre, crops),
+        bad_files="skip", eval_transform=eval_transform(pre, crops), classes=spec.classes,
+        max_pixels=max_pixels,
     )  # fmt: skip
-    if tuple(annotations.classes) != spec.classes:
-        raise ValueError(
-            f"the classes of {root} do not match the model's {len(spec.classes)} classes; "
-            "evaluate on the data set it was trained on (or one with the same classes.txt)"
-        )
     task = ClassificationTask(len(spec.classes), reversal_pairs=annotations.reversal_pairs)
     loader = build_loader(dataset, batch_size=batch_size, train=False, num_workers=workers)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -226,9 +227,15 @@ def predict(
     model: str | None = None,
     checkpoint_format: str | None = None,
     model_args: dict[str, Any] | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> list[dict[str, Any]]:
     """The `top_k` classes of one video file with their probabilities (views averaged), by a
-    saved or published model (see `load_classifier`), fed as its spec's preprocessing says."""
+    saved or published model (see `load_classifier`), fed as its spec's preprocessing says.
+
+    Frames are resized in the decoder to the short side the transform resizes to, as evaluation
+    reads them, so memory follows the model's input and not the file's resolution; a file whose
+    frames have more than `max_pixels` pixels is refused (`tubelet.io.VideoReader`).
+    """
     net, spec, _ = load_classifier(
         checkpoint, model=model, checkpoint_format=checkpoint_format, model_args=model_args
     )
@@ -237,7 +244,13 @@ def predict(
     clip = clip_spec(pre)
     transform = eval_transform(pre, crops)
 
-    with VideoReader(video) as reader:
+    side = transform.resize or transform.size
+    with VideoReader(video, short_side=side, max_pixels=max_pixels) as reader:
+        if clips > reader.num_frames:
+            raise ValueError(
+                f"--views asks for {clips} clips of {video}, which has {reader.num_frames} "
+                f"frames: ask for at most {reader.num_frames} clips"
+            )
         views = temporal_views(
             reader.num_frames, reader.fps, clips, sampling=clip.sampling, clip_len=clip.frames,
             stride=clip.stride,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tubelet.data import ClipSpec
 from tubelet.data.transforms import EvalTransform
+from tubelet.engine.distributed import dist_env, main_decides
 from tubelet.engine.run import RunDir, open_run_dir, seed_everything, tensorboard_error, versions
 from tubelet.engine.trainer import OptimConfig, RuntimeConfig
 from tubelet.models.spec import Preprocessing
@@ -192,15 +195,42 @@ def jsonable(job: Any) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(job).items()}
 
 
+@contextmanager
+def hold_run(out: str | Path) -> Iterator[RunDir]:
+    """The run folder `out`, held for this process while inside (`RunDir.lock`: a second process
+    is refused, naming the PID). A job stopped before its run committed an epoch (refused settings,
+    an unknown model, unreadable data, Ctrl-C) leaves the folder as it found it, so the corrected
+    command is not refused as "other settings"."""
+    run = RunDir(Path(out))
+    existed, had_config = run.root.exists(), (run.root / "config.json").is_file()
+    with ExitStack() as stack:
+        main_decides(lambda: stack.enter_context(run.lock()))
+        try:
+            yield run
+        except BaseException:
+            if dist_env().is_main and not run.has_commit():
+                if not existed:
+                    shutil.rmtree(run.root, ignore_errors=True)
+                elif not had_config:
+                    (run.root / "config.json").unlink(missing_ok=True)
+            raise
+
+
 def open_run(job: TrainJob, config: dict[str, Any]) -> RunDir:
     """The run folder of `job` with `config` (its settings as JSON, plus what the task adds) and the
     library versions written in it; seeds everything. A folder that holds a run with other settings
-    is refused (`check_same_run`). Under torchrun rank 0 alone checks and writes, and every process
+    is refused (`check_same_run`); one whose run never committed an epoch holds nothing to keep,
+    and takes the new settings. Under torchrun rank 0 alone checks and writes, and every process
     stops with its message (`open_run_dir`). `job.log` may add TensorBoard event files."""
     tensorboard = logs_to_tensorboard(job)
     config = {**config, "versions": versions()}
     root = Path(job.out)
-    run = open_run_dir(root, config, lambda previous: check_same_run(previous, config, root))
+
+    def check(previous: dict[str, Any]) -> None:
+        if RunDir(root).has_commit():
+            check_same_run(previous, config, root)
+
+    run = open_run_dir(root, config, check)
     seed_everything(job.seed)
     return dataclasses.replace(run, tensorboard=tensorboard)
 

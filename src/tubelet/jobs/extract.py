@@ -109,6 +109,8 @@ def extract_features(
             f"window, stride, size and batch_size must be >= 1, got {window}, {stride}, {size}, "
             f"{batch_size}"
         )
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out {out} is a file: give a folder for the features")
     frames_per_forward = batch_size * window
     if level == "frame":
         window, stride = 1, 1

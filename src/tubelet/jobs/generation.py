@@ -33,9 +33,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from tubelet.convert import read_state_dict
 from tubelet.data import ClipSpec, VideoDataset, build_dataset, build_loader, read_annotations
 from tubelet.data.loader import names_a_direction
 from tubelet.data.synthetic import ensure_synthetic_dataset
@@ -89,7 +89,7 @@ def clip_loaders(job: TrainJob, data_root: Path) -> tuple[Any, Any, tuple[str, .
     `job.size` (no random crops, so samples and real clips share one framing)."""
     clip = ClipSpec(frames=job.frames, sampling=job.sampling, stride=job.stride)
     train_annotations = read_annotations(data_root, "train")
-    val_annotations = read_annotations(data_root, "val")
+    val_annotations = read_annotations(data_root, "val", classes=train_annotations.classes)
     flip = not names_a_direction(train_annotations.classes) if job.flip is None else job.flip
     whole_frame = TrainTransform(
         size=job.size, resize=job.size, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=flip,
@@ -238,7 +238,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     if lora is not None:
         from tubelet.nn.lora import save_adapter
 
-        model.load_state_dict(load_file(str(find_checkpoint(job.out) / WEIGHTS)))
+        model.load_state_dict(read_state_dict(find_checkpoint(job.out) / WEIGHTS))
         save_adapter(denoiser, lora, Path(job.out) / ADAPTER)
         summary["trained_params"] = sum(p.numel() for p in denoiser.parameters() if p.requires_grad)
     run.write_summary(summary)
@@ -258,7 +258,7 @@ def load_denoiser(path: str | Path, *, ema: bool = True) -> tuple[nn.Module, Mod
             "train one with `tubelet train --task generation`"
         )
     model = create_model(spec.model, **spec.model_args)
-    weights = load_file(str(folder / WEIGHTS))
+    weights = read_state_dict(folder / WEIGHTS)
     if "lora" in spec.task_args:  # the adapter alone: put it on the base weights and fold it in
         from tubelet.nn.lora import LoraSpec, add_lora, merge_lora, set_adapter_state_dict
 

@@ -55,8 +55,9 @@ def clip_defaults(
             f"{pre['std']}; tubelet train normalises with ImageNet's, so it cannot train it yet "
             "(zero-shot applies its own: tubelet predict --labels, tubelet eval --zero-shot)"
         )
-    frames = frames or (pre["frames"] if pre else DEFAULT_FRAMES)
-    size = size or (pre["size"] if pre else DEFAULT_SIZE)
+    # None is "not given"; a given 0 stays, to be refused with the option's name (ClipSpec).
+    frames = frames if frames is not None else (pre["frames"] if pre else DEFAULT_FRAMES)
+    size = size if size is not None else (pre["size"] if pre else DEFAULT_SIZE)
     return frames, size
 
 

@@ -92,7 +92,14 @@ def create_model(
         kwargs = {**architecture_from_checkpoint(name, checkpoint, checkpoint_format), **kwargs}
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    model = _MODELS[name](**kwargs)
+    try:
+        model = _MODELS[name](**kwargs)
+    except (TypeError, RuntimeError) as error:  # an unknown argument, or a value it cannot use
+        given = ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "no arguments"
+        raise ValueError(
+            f"model {name!r} cannot be built with {given}: {error}; check the names and values "
+            "of its arguments (-m KEY=VALUE)"
+        ) from error
     if checkpoint is not None:
         from tubelet.convert import load_checkpoint
 
