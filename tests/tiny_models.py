@@ -110,6 +110,12 @@ def has_tiny_case(name: str) -> bool:
     return name in _CASES or model_kind(name) == "video"
 
 
+def tiny_signature(name: str) -> tuple[str, ...]:
+    """The classes of the tiny model's modules: names with equal signatures run the same code
+    (size variants such as vit_s/vit_b differ only in widths and depths)."""
+    return tuple(sorted({type(m).__qualname__ for m in tiny_case(name).model.modules()}))
+
+
 def tiny_case(name: str, seed: int = 0) -> TinyCase:
     """Model `name` at a tiny size (seeded weights, train mode) and the inputs of one call."""
     if name in _CASES:

@@ -23,6 +23,7 @@ from tubelet.engine.trainer import (
     RuntimeConfig,
     Trainer,
     grad_scaler,
+    inductor_workarounds,
     prepare_model,
     to_channels_last,
     warmup_cosine,
@@ -424,3 +425,16 @@ def test_a_split_of_unreadable_videos_only_stops_before_saving_anything(tmp_path
     ):
         trainer.fit()
     assert not (tmp_path / "last").exists() and not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_inductor_workarounds_switch_off_the_tiling_analysis_only_where_it_fails(monkeypatch):
+    from torch._inductor import config, tiling_utils
+
+    assert inductor_workarounds() == {}  # this torch solves the expression
+    assert hasattr(config.triton, "coalesce_tiling_analysis")  # the option inductor reads
+
+    def raises(expr):
+        raise AssertionError("expected no ModularIndexing or FloorDiv in expr")
+
+    monkeypatch.setattr(tiling_utils, "solve_for_tiling", raises)
+    assert inductor_workarounds() == {"triton.coalesce_tiling_analysis": False}

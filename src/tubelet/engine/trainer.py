@@ -591,8 +591,40 @@ def prepare_model(model: nn.Module, runtime: RuntimeConfig, device: torch.device
     if runtime.channels_last:
         to_channels_last(model)
     if runtime.compile:
-        model.compile(backend=runtime.compile_backend)
+        compile_model(model, runtime.compile_backend)
     return model
+
+
+def compile_model(model: nn.Module, backend: str = "inductor") -> nn.Module:
+    """`model.compile(backend=...)` in place (its state dict keeps its keys), with inductor options
+    that work around known inductor bugs of the installed torch (`inductor_workarounds`)."""
+    options = inductor_workarounds() if backend == "inductor" else {}
+    model.compile(backend=backend, **({"options": options} if options else {}))
+    return model
+
+
+def inductor_workarounds() -> dict[str, Any]:
+    """Inductor options that avoid compile failures of the installed torch, found by asking it.
+
+    Triton's coalescing analysis (`tiling_utils.solve_for_tiling`) raised "expected no
+    ModularIndexing or FloorDiv in expr" on nested index expressions
+    (https://github.com/pytorch/pytorch/issues/191603, fixed by #191605): seen compiling
+    TimeSformer's training step on an H200 with torch 2.11. Where the installed version still
+    raises on that issue's repro, the analysis is switched off for tubelet's compiles (kernels
+    keep inductor's other tiling).
+    """
+    try:
+        import sympy
+        from torch._inductor import tiling_utils
+        from torch.utils._sympy.functions import ModularIndexing
+    except ImportError:  # an inductor without the analysis has nothing to work around
+        return {}
+    n0 = sympy.Symbol("n0", integer=True, nonnegative=True)
+    try:
+        tiling_utils.solve_for_tiling(ModularIndexing(ModularIndexing(n0 - 252252, 1, 50), 1, 50))
+    except AssertionError:
+        return {"triton.coalesce_tiling_analysis": False}
+    return {}
 
 
 def _load_full_state(

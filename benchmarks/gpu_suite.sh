@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Every GPU measurement of the project in one call, inside one time budget (default 470 s, under
+# the 8 minutes a lent H100/H200 call allows): models against their peers (bf16 autocast, AdamW
+# step, eager and torch.compile), RAFT against torchvision's, and `tubelet memory`.
+# Writes $OUT/gpu_suite.json (one entry per step: command, seconds, exit status, its JSON) and
+# $OUT/gpu_suite.log (everything printed). OUT defaults to ./gpu_suite_out.
+#
+#   bash benchmarks/gpu_suite.sh                 # from the repository root, on a CUDA machine
+#   BUDGET_S=300 bash benchmarks/gpu_suite.sh    # a shorter budget: later steps are skipped
+#
+# Each step runs under `timeout` with its own limit, cut to what is left of the budget; a step that
+# cannot get 20 s is recorded as skipped. Needs torch, torchvision, transformers, einops,
+# safetensors, typer and rich (the GPU image has them); no PyAV or torchcodec (no video is decoded).
+set -u
+cd "$(dirname "$0")/.."
+OUT="${OUT:-gpu_suite_out}"
+BUDGET_S="${BUDGET_S:-470}"
+PY="${PYTHON:-python3}"
+mkdir -p "$OUT"
+PARTS="$(mktemp -d)"
+trap 'rm -rf "$PARTS"' EXIT
+LOG="$OUT/gpu_suite.log"
+START=$(date +%s)
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+: >"$LOG"
+
+step() {  # step NAME LIMIT_S COMMAND...  (the command writes its JSON to $PARTS/NAME.json)
+    local name="$1" limit="$2"
+    shift 2
+    local left=$((BUDGET_S - ($(date +%s) - START)))
+    ((limit > left)) && limit=$left
+    if ((limit < 20)); then
+        echo "== $name: skipped, $left s of the budget left" | tee -a "$LOG"
+        printf '{"name": "%s", "skipped": "budget", "command": "%s"}\n' "$name" "$*" >"$PARTS/$name.step"
+        return
+    fi
+    echo "== $name (limit ${limit}s): $*" | tee -a "$LOG"
+    local t0=$(date +%s)
+    timeout --kill-after=10 "$limit" "$@" >>"$LOG" 2>&1
+    local rc=$?
+    printf '{"name": "%s", "command": "%s", "limit_s": %d, "seconds": %d, "exit": %d}\n' \
+        "$name" "$*" "$limit" $(($(date +%s) - t0)) "$rc" >"$PARTS/$name.step"
+    echo "== $name: exit $rc after $(($(date +%s) - t0)) s" | tee -a "$LOG"
+    merge
+}
+
+merge() {  # one JSON of every step so far (also after a step is killed)
+    "$PY" - "$PARTS" "$OUT/gpu_suite.json" <<'PYEOF'
+import json, pathlib, subprocess, sys
+parts, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+steps = []
+for f in sorted(parts.glob("*.step"), key=lambda p: p.stat().st_mtime):
+    step = json.loads(f.read_text())
+    result = f.with_suffix(".json")
+    step["result"] = json.loads(result.read_text()) if result.exists() else None
+    steps.append(step)
+try:
+    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm",
+                          "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+except OSError:
+    gpu = "nvidia-smi not found"
+out.write_text(json.dumps({"gpu": gpu, "steps": steps}, indent=1) + "\n")
+PYEOF
+}
+
+M="$PY benchmarks/models.py --device cuda --dtype bf16 --adamw --warmup 3 --repeats 10"
+# The issue's inputs: ViT-B 16x3x16x224², TimeSformer-B 16x3x8x224², r2plus1d / Swin-T 32x3x16x112².
+step vit_eager 90 $M --models vit_b_16_video --batch 16 --frames 16 --size 224 --out "$PARTS/vit_eager.json"
+step timesformer_eager 90 $M --models timesformer_base --batch 16 --frames 8 --size 224 --out "$PARTS/timesformer_eager.json"
+step swin_eager 90 $M --models swin3d_t --batch 32 --frames 16 --size 112 --out "$PARTS/swin_eager.json"
+step r2plus1d_eager 90 $M --models r2plus1d_18 --batch 32 --frames 16 --size 112 --channels-last --out "$PARTS/r2plus1d_eager.json"
+step flow 60 "$PY" benchmarks/flow.py speed --model raft_large --sizes 368x496 --device cuda --warmup 2 --repeats 5 --out "$PARTS/flow.json"
+step memory 60 sh -c "$PY -m tubelet memory --model vit_b_16_video --frames 16 --size 224 --batch 16 -s bf16 -s checkpointing+bf16 --json >$PARTS/memory.json"
+# Compiled last: inductor's first steps compile for a minute or more each.
+C="$M --compile"
+step vit_compiled 150 $C --models vit_b_16_video --batch 16 --frames 16 --size 224 --out "$PARTS/vit_compiled.json"
+step swin_compiled 150 $C --models swin3d_t --batch 32 --frames 16 --size 112 --out "$PARTS/swin_compiled.json"
+step timesformer_compiled 150 $C --models timesformer_base --batch 16 --frames 8 --size 224 --out "$PARTS/timesformer_compiled.json"
+merge
+echo "wrote $OUT/gpu_suite.json and $LOG after $(($(date +%s) - START)) s" | tee -a "$LOG"
