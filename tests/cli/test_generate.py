@@ -24,7 +24,7 @@ def test_train_generate_and_measure(tiny_dataset, tmp_path):
     gen = tmp_path / "gen"
     result = invoke(
         "train", "--task", "generation", *common, "--sampling", "dense", "--precision", "bf16",
-        "-m", "base_channels=8", "-m", "channel_mults=[1,2]", "-m", "attention_levels=[false,true]",
+        "-m", "width=8", "-m", "channel_mults=[1,2]", "-m", "attention_levels=[false,true]",
         "-m", "num_heads=2", "--out", gen,
     )  # fmt: skip
     assert result.exit_code == 0, result.output

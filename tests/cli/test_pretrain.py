@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from tubelet.cli.main import app
 from tubelet.engine.checkpoint import load_model
 
-TINY = ["-m", "width=8", "-m", "depth=2", "-m", "decoder_depth=1", "-m", "patch_size=8"]
+TINY = ["-m", "head_dim=8", "-m", "depth=2", "-m", "decoder_depth=1", "-m", "patch_size=8"]
 CLIP = ["--frames", "4", "--size", "32", "--batch-size", "4", "--workers", "0"]
 
 
@@ -33,7 +33,7 @@ def test_pretrain_then_finetune_from_the_command_line(tmp_path, tiny_dataset):
     result = runner.invoke(app, [*ft, "--out", str(tuned)])
     assert result.exit_code == 0, result.output
     classifier, spec = load_model(tuned)
-    assert spec.model == "vit_t_16_video" and spec.model_args["width"] == 8
+    assert spec.model == "vit_t_16_video" and spec.model_args["head_dim"] == 8
 
     bad = runner.invoke(app, [*ft, "--model", "r3d_18", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "video ViT classifier" in bad.output

@@ -134,7 +134,7 @@ def test_config_reader_maps_every_architecture_field():
     assert CONFIG_READERS["timesformer_base"](config) == {
         "num_classes": 7, "width": 64, "depth": 2, "num_heads": 4, "mlp_dim": 128,
         "image_size": 32, "patch_size": 8, "num_frames": 4, "attention": "divided",
-        "qkv_bias": False, "layer_norm_eps": 1e-6, "in_channels": 3,
+        "qkv_bias": False, "norm_eps": 1e-6, "in_channels": 3,
     }  # fmt: skip
     # Keys a config.json leaves out take TimesformerConfig's defaults (ViT-B/16, 8 x 224).
     defaults = CONFIG_READERS["timesformer_base"]({"model_type": "timesformer"})

@@ -112,3 +112,21 @@ def test_no_loader_runs_a_planted_pickle(tmp_path):
     with pytest.raises(ValueError, match="trainer_state.pt is not read.*asks for .*open"):
         load_trainer_state(tmp_path)
     assert not marker.exists()
+
+
+def test_a_run_saved_under_the_old_argument_names_still_loads(tmp_path):
+    # model.json as runs wrote it before the renames: the ViT's per-head size was `width`, its
+    # input channels `in_chans`.
+    torch.manual_seed(0)
+    model = create_model("vit_t_16_video", num_classes=3, head_dim=8, depth=1, patch_size=8).eval()
+    old_args = {"num_classes": 3, "width": 8, "depth": 1, "patch_size": 8, "in_chans": 3}
+    save_model(tmp_path / "best", model, {"model": "vit_t_16_video", "model_args": old_args})
+    spec = json.loads((tmp_path / "best" / "model.json").read_text())
+    assert spec["model_args"]["width"] == 8  # the file keeps its old names
+    again, spec = load_model(tmp_path)
+    assert spec["model_args"] == {
+        "num_classes": 3, "head_dim": 8, "depth": 1, "patch_size": 8, "in_channels": 3
+    }  # fmt: skip
+    x = torch.randn(1, 3, 2, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), model(x))

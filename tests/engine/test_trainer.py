@@ -203,7 +203,7 @@ def _copy_pair(name, **kw):
     ("name", "kw", "shape"),
     [
         ("r2plus1d_18", {"width": 4}, (2, 3, 4, 32, 32)),
-        ("vit_s_16_video", {"width": 8, "depth": 2, "num_heads": 2}, (2, 3, 4, 32, 32)),
+        ("vit_s_16_video", {"head_dim": 8, "depth": 2, "num_heads": 2}, (2, 3, 4, 32, 32)),
     ],
 )
 def test_grad_checkpointing_leaves_outputs_and_gradients_equal(name, kw, shape):

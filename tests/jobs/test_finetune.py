@@ -14,7 +14,7 @@ from tubelet.jobs.finetune import (
 from tubelet.models import create_model
 from tubelet.models.spec import ModelSpec
 
-PRETRAIN_ARGS = {"width": 8, "depth": 3, "decoder_depth": 1, "patch_size": 8}
+PRETRAIN_ARGS = {"head_dim": 8, "depth": 3, "decoder_depth": 1, "patch_size": 8}
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def test_encoder_weights_are_copied_into_the_classifier(pretrain_run):
     run, pretrained = pretrain_run
     assert pretrained_classifier(run) == "vit_s_16_video"
     args = init_model_args(run, "vit_s_16_video")
-    assert args["width"] == 8 and args["depth"] == 3 and args["num_heads"] == 6
+    assert args["head_dim"] == 8 and args["depth"] == 3 and args["num_heads"] == 6
     model = create_model("vit_s_16_video", num_classes=4, **args)
     report = init_from_pretraining(model, run)
     assert report["skipped"] == ["norm.bias", "norm.weight"]  # the classifier has fc_norm instead
@@ -42,7 +42,7 @@ def test_encoder_weights_are_copied_into_the_classifier(pretrain_run):
 def test_mismatched_models_are_refused(pretrain_run, tmp_path):
     run, _ = pretrain_run
     with pytest.raises(ValueError, match="encoder"):
-        init_from_pretraining(create_model("vit_s_16_video", num_classes=4, width=16), run)
+        init_from_pretraining(create_model("vit_s_16_video", num_classes=4, head_dim=16), run)
     with pytest.raises(ValueError, match="video ViT classifier"):
         init_from_pretraining(create_model("r3d_18", num_classes=4, width=8), run)
     other = tmp_path / "classifier"
@@ -58,7 +58,7 @@ def test_mismatched_models_are_refused(pretrain_run, tmp_path):
 
 
 def test_layer_decay_groups_cover_every_parameter_once():
-    model = create_model("vit_t_16_video", num_classes=4, width=8, depth=3, patch_size=8)
+    model = create_model("vit_t_16_video", num_classes=4, head_dim=8, depth=3, patch_size=8)
     groups = layer_decay_groups(model, lr=1.0, weight_decay=0.05)
     seen = [id(p) for g in groups for p in g["params"]]
     assert sorted(seen) == sorted(id(p) for p in model.parameters())
@@ -78,7 +78,7 @@ def test_trainer_keeps_the_decayed_rates_under_its_schedule(tmp_path):
     from tubelet.engine.trainer import OptimConfig, Trainer
     from tubelet.tasks import ClassificationTask
 
-    model = create_model("vit_t_16_video", num_classes=4, width=8, depth=2, patch_size=8)
+    model = create_model("vit_t_16_video", num_classes=4, head_dim=8, depth=2, patch_size=8)
     groups = layer_decay_groups(model, lr=0.01, weight_decay=0.05)
     trainer = Trainer(
         model, ClassificationTask(4), train_loader=[{}] * 4, val_loader=[], run=RunDir(tmp_path),

@@ -17,7 +17,7 @@ from tubelet.jobs.generation import (
 from tubelet.models.spec import ModelSpec, read_spec
 from tubelet.normalization import SIGNED_MEAN, SIGNED_STD
 
-TINY_UNET = {"base_channels": 8, "channel_mults": [1, 2], "attention_levels": [False, True],
+TINY_UNET = {"width": 8, "channel_mults": [1, 2], "attention_levels": [False, True],
              "num_heads": 2}  # fmt: skip
 
 

@@ -123,7 +123,7 @@ def test_counting_on_fake_tensors_equals_a_real_step(strategy):
 
 def test_fake_counts_of_a_video_vit_match_and_leave_the_model_usable():
     torch.manual_seed(0)
-    model = create_model("vit_t_16_video", num_classes=4, width=8)
+    model = create_model("vit_t_16_video", num_classes=4, head_dim=8)
     x, y = torch.randn(2, 3, 4, 32, 32), torch.tensor([0, 3])
     strategies = [Strategy.parse(s) for s in ("baseline", "selective_checkpointing", "bf16")]
     counted = [fake_step_bytes(model, x, y, s) for s in strategies]

@@ -22,7 +22,7 @@ def test_any_folder_of_videos_is_read_without_labels(tmp_path, tiny_dataset):
 
 def test_reconstruction_rows_show_original_masked_and_rebuilt_frames():
     torch.manual_seed(0)
-    model = create_model("videomae_pretrain_t", width=8, depth=1, decoder_depth=1, patch_size=8)
+    model = create_model("videomae_pretrain_t", head_dim=8, depth=1, decoder_depth=1, patch_size=8)
     clips = torch.randn(2, 3, 4, 16, 16)
     rows = reconstruction_rows(model, clips)
     assert rows.shape == (2 * 3 * 4, 3, 16, 16)

@@ -1,6 +1,7 @@
 """Every registered classifier keeps the model contract; the registry and tubelet checkpoints."""
 
 import copy
+import inspect
 
 import pytest
 import torch
@@ -8,7 +9,8 @@ from safetensors.torch import save_file
 from torch.nn.modules.module import register_module_forward_pre_hook
 
 from tubelet.models import create_model, list_models, model_kind, register_model
-from tubelet.models.registry import KINDS
+from tubelet.models.registry import KINDS, builder, model_args, translate_legacy_args, variant
+from tubelet.models.swin3d import SwinTransformer3d
 
 CLIP = (1, 3, 4, 32, 32)
 # Models whose trunk needs a longer tiny clip than CLIP's 4 frames: name -> frames.
@@ -30,12 +32,14 @@ TINY = {
     **dict.fromkeys(PRISM[2:], _LVT_TINY),
 }
 TINY_WIDTH = {**dict.fromkeys(VJEPA2, 12), **dict.fromkeys(PRISM, 16)}
+# The argument that scales a model's channels: `width`, except the video ViTs' per-head size.
+SCALE = dict.fromkeys(["vit_b_16_video", "vit_s_16_video", "vit_t_16_video"], "head_dim")
 
 
 def tiny(name: str, width: int | None = None, **kwargs) -> torch.nn.Module:
     torch.manual_seed(0)
-    width = width or TINY_WIDTH.get(name, 8)
-    return create_model(name, num_classes=5, width=width, **{**TINY.get(name, {}), **kwargs})
+    scale = {SCALE.get(name, "width"): width or TINY_WIDTH.get(name, 8)}
+    return create_model(name, num_classes=5, **scale, **{**TINY.get(name, {}), **kwargs})
 
 
 def clip(shape=CLIP, seed: int = 0, name: str = "") -> torch.Tensor:
@@ -163,9 +167,79 @@ def test_unknown_name_suggests_a_close_match():
         create_model("r2plus1d-18")
 
 
-def test_unknown_argument_names_the_model():
-    with pytest.raises(TypeError, match="r3d_18"):
+def test_unknown_argument_is_refused_naming_it_and_the_accepted_ones():
+    with pytest.raises(
+        ValueError, match=r"model r3d_18 has no argument 'depth'; it takes: .*width"
+    ):
         create_model("r3d_18", depth=50)
+    # A per-head size is `head_dim`; the ViTs have no `width`.
+    with pytest.raises(ValueError, match=r"vit_t_16_video has no argument 'width'.*head_dim"):
+        create_model("vit_t_16_video", width=16)
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "expected"),
+    [
+        ("r3d_18", {"width": "16"}, "'width' takes int, not '16'"),
+        ("r3d_18", {"width": 16.0}, "'width' takes int"),
+        ("r3d_18", {"dropout": True}, "'dropout' takes float"),
+        ("swin3d_t", {"depths": 2}, r"'depths' takes Sequence\[int\]"),
+        ("swin3d_t", {"depths": [1, "a"]}, "'depths' takes"),
+        ("timesformer_small", {"attention": "spatial"}, r"attention must be one of \['divided'"),
+        ("video_unet", {"temporal": "no"}, "'temporal' takes bool"),
+    ],
+)
+def test_values_of_the_wrong_type_are_refused_naming_the_argument(name, args, expected):
+    with pytest.raises(ValueError, match=expected):
+        create_model(name, **args)
+
+
+def test_values_as_json_gives_them_are_accepted():
+    model = create_model(
+        "swin3d_t", num_classes=3, width=8, depths=[1, 1], window_size=[2, 2, 2], num_heads=None,
+        stochastic_depth_prob=0,
+    )  # fmt: skip
+    assert model.num_features == 16
+    assert (
+        create_model("video_unet", width=8, channel_mults=[1], attention_levels=[True]).width == 8
+    )
+
+
+def test_every_builder_takes_typed_keyword_only_arguments():
+    for name in list_models():
+        params = inspect.signature(builder(name)).parameters.values()
+        assert params, name
+        for p in params:
+            assert p.kind is inspect.Parameter.KEYWORD_ONLY, (name, p.name)
+            assert p.annotation is not inspect.Parameter.empty, (name, p.name)
+        assert [a.name for a in model_args(name)] == [p.name for p in params]
+
+
+def test_variants_change_only_their_defaults():
+    def vit(name):
+        return {a.name: a.default for a in model_args(name)}
+
+    small, tiny_ = vit("vit_s_16_video"), vit("vit_t_16_video")
+    assert small["num_heads"] == 6 and tiny_["num_heads"] == 3
+    assert {k: v for k, v in small.items() if k != "num_heads"} == {
+        k: v for k, v in tiny_.items() if k != "num_heads"
+    }
+    assert builder("swin3d_b").__doc__.startswith("Swin3D-B")
+    with pytest.raises(ValueError, match="no argument depht"):
+        variant(SwinTransformer3d, depht=3)
+
+
+def test_legacy_arguments_translate_to_the_current_names():
+    old = {"width": 16, "decoder_width": 8, "in_chans": 3, "depth": 4}
+    new = translate_legacy_args("videomae_pretrain_t", old)
+    assert new == {"head_dim": 16, "decoder_head_dim": 8, "in_channels": 3, "depth": 4}
+    assert translate_legacy_args("videomae_pretrain_t", new) == new  # current names pass unchanged
+    assert translate_legacy_args("vit_s_16_video", {"width": 8}) == {"head_dim": 8}
+    assert translate_legacy_args("video_unet", {"base_channels": 8}) == {"width": 8}
+    assert translate_legacy_args("timesformer_base", {"layer_norm_eps": 1e-5}) == {"norm_eps": 1e-5}
+    assert translate_legacy_args("r3d_18", {"width": 8}) == {"width": 8}  # width was always width
+    with pytest.raises(ValueError, match="same argument"):
+        translate_legacy_args("vit_s_16_video", {"width": 8, "head_dim": 8})
 
 
 def test_tubelet_checkpoint_round_trip(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from tubelet.models import create_model
 from tubelet.models.video_unet import VideoUNet
 
-TINY = {"base_channels": 8, "channel_mults": (1, 2), "attention_levels": (False, True),
+TINY = {"width": 8, "channel_mults": (1, 2), "attention_levels": (False, True),
         "num_heads": 2}  # fmt: skip
 
 
@@ -129,7 +129,7 @@ def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="temporal_position"):
         VideoUNet(temporal_position="rope")
     with pytest.raises(ValueError, match="not the weights"):
-        tiny().load_image_weights(tiny(base_channels=16).state_dict())
+        tiny().load_image_weights(tiny(width=16).state_dict())
 
 
 def test_grad_checkpointing_changes_nothing():

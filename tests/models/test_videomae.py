@@ -13,7 +13,7 @@ from tubelet.nn.masking import tube_mask, unpatchify
 
 def tiny(**kwargs) -> VideoMAEPretrain:
     torch.manual_seed(0)
-    args = {"width": 8, "depth": 2, "decoder_depth": 1, "patch_size": 8, **kwargs}
+    args = {"head_dim": 8, "depth": 2, "decoder_depth": 1, "patch_size": 8, **kwargs}
     return create_model("videomae_pretrain_t", **args)
 
 
@@ -77,7 +77,7 @@ def test_unnormalised_target_loss_is_mse_to_the_raw_tube_pixels():
 
 
 def test_linears_start_xavier_uniform_as_videomae_pretraining():
-    model = tiny(width=16)
+    model = tiny(head_dim=16)
     for name in ("encoder.blocks.0.attn.qkv", "decoder_blocks.0.mlp.fc1", "decoder_head"):
         layer = model.get_submodule(name)
         bound = math.sqrt(6 / sum(layer.weight.shape))  # U(-bound, bound), Xavier-uniform
@@ -88,7 +88,7 @@ def test_linears_start_xavier_uniform_as_videomae_pretraining():
 def test_predictions_depend_on_the_visible_tubes_from_the_start():
     # With the normal(0.02) initialisation at this width, flipping the visible pixels moved the
     # predictions by 0.05%: the decoder ignored the encoder and the loss sat at its trivial value.
-    model = tiny(width=16).eval()
+    model = tiny(head_dim=16).eval()
     x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
     mask = tube_mask(2, (2, 4, 4), 0.5, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -12,7 +12,7 @@ from tubelet.nn.masking import tube_mask
 
 def tiny(**kwargs) -> VideoViT:
     torch.manual_seed(0)
-    args = {"num_classes": 5, "width": 8, "depth": 2, "patch_size": 8, **kwargs}
+    args = {"num_classes": 5, "head_dim": 8, "depth": 2, "patch_size": 8, **kwargs}
     return create_model("vit_s_16_video", **args)
 
 

@@ -147,7 +147,7 @@ def test_task_loss_trains_a_tiny_denoiser_and_after_step_moves_the_ema():
     from tubelet.models import create_model
 
     denoiser = create_model(
-        "video_unet", num_classes=3, base_channels=8, channel_mults=(1,), attention_levels=(True,),
+        "video_unet", num_classes=3, width=8, channel_mults=(1,), attention_levels=(True,),
         num_heads=2,
     )  # fmt: skip
     model = DenoiserWithEMA(denoiser, ema_decay=0.5)

@@ -10,7 +10,7 @@ from tubelet.tasks.masked_video import MaskedVideoTask, ReconstructionMeter
 def tiny():
     torch.manual_seed(0)
     return create_model(
-        "videomae_pretrain_t", width=8, depth=1, decoder_depth=1, patch_size=8, mask_ratio=0.75
+        "videomae_pretrain_t", head_dim=8, depth=1, decoder_depth=1, patch_size=8, mask_ratio=0.75
     ).eval()
 
 

@@ -366,19 +366,6 @@ def predict(
     console.print(table)
 
 
-@app.command(short_help="List the registered models and their kinds.")
-def models() -> None:
-    """List the registered models with their kind (what they take and give)."""
-    from tubelet.models import list_models, model_kind
-
-    table = Table(title="registered models")
-    table.add_column("model")
-    table.add_column("kind")
-    for name in list_models():
-        table.add_row(name, model_kind(name))
-    console.print(table)
-
-
 @app.command(short_help="One table of finished runs.")
 def compare(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", help="Run folders.")],
@@ -538,6 +525,7 @@ from tubelet.cli import (  # noqa: E402
     flow,  # noqa: F401
     generate,  # noqa: F401
     memory,  # noqa: F401
+    models,  # noqa: F401
     pretrain,  # noqa: F401
 )
 

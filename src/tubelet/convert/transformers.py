@@ -186,7 +186,7 @@ def timesformer_config(config: dict[str, Any]) -> dict[str, Any]:
         "num_frames": int(config["num_frames"]),
         "attention": TIMESFORMER_ATTENTION[config["attention_type"]],
         "qkv_bias": bool(config["qkv_bias"]),
-        "layer_norm_eps": float(config["layer_norm_eps"]),
+        "norm_eps": float(config["layer_norm_eps"]),
         "in_channels": int(config["num_channels"]),
     }
 
@@ -264,7 +264,7 @@ def _videomae_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def _heads_width(hidden: int, heads: int, what: str) -> int:
+def _head_dim(hidden: int, heads: int, what: str) -> int:
     if hidden % heads:
         raise ValueError(
             f"VideoMAE config: {what} hidden size {hidden} is not divisible by {heads}"
@@ -275,13 +275,13 @@ def _heads_width(hidden: int, heads: int, what: str) -> int:
 def _videomae_encoder_args(c: dict[str, Any]) -> dict[str, Any]:
     hidden, heads = c["hidden_size"], c["num_attention_heads"]
     return {
-        "width": _heads_width(hidden, heads, "encoder"),
+        "head_dim": _head_dim(hidden, heads, "encoder"),
         "depth": c["num_hidden_layers"],
         "num_heads": heads,
         "mlp_ratio": c["intermediate_size"] / hidden,
         "tubelet_size": c["tubelet_size"],
         "patch_size": c["patch_size"],
-        "in_chans": c["num_channels"],
+        "in_channels": c["num_channels"],
         "qkv_bias": c["qv_bias"],
         "norm_eps": c["layer_norm_eps"],
         "head_norm_eps": _HF_HEAD_NORM_EPS,
@@ -308,7 +308,7 @@ def _videomae_pretrain_args(config: dict[str, Any]) -> dict[str, Any]:
         **args,
         "decoder_depth": c["decoder_num_hidden_layers"],
         "decoder_heads": heads,
-        "decoder_width": _heads_width(hidden, heads, "decoder"),
+        "decoder_head_dim": _head_dim(hidden, heads, "decoder"),
         "decoder_mlp_ratio": c["decoder_intermediate_size"] / hidden,
         "encoder_norm": not c["use_mean_pooling"],
         "norm_pix_loss": c["norm_pix_loss"],
@@ -422,7 +422,7 @@ def _vjepa2_config(config: dict[str, Any]) -> dict[str, Any]:
         "mlp_ratio": float(c["mlp_ratio"]),
         "tubelet_size": int(c["tubelet_size"]),
         "patch_size": _square(c, "patch_size"),
-        "in_chans": int(c["in_chans"]),
+        "in_channels": int(c["in_chans"]),
         "qkv_bias": bool(c["qkv_bias"]),
         "norm_eps": float(c["layer_norm_eps"]),
         "head": "attentive",

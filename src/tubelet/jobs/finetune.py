@@ -40,13 +40,13 @@ def encoder_args(encoder: VideoViTEncoder) -> dict[str, Any]:
     block = encoder.blocks[0]
     heads = block.attn.num_heads
     return {
-        "width": encoder.dim // heads,
+        "head_dim": encoder.dim // heads,
         "depth": len(encoder.blocks),
         "num_heads": heads,
         "mlp_ratio": block.mlp.fc1.out_features / encoder.dim,
         "tubelet_size": encoder.tubelet_size,
         "patch_size": encoder.patch_size,
-        "in_chans": encoder.patch_embed.proj.in_channels,
+        "in_channels": encoder.patch_embed.proj.in_channels,
         "qkv_bias": block.attn.qkv.bias is not None,
         "norm_eps": block.norm1.eps,
     }

@@ -33,10 +33,22 @@ from tubelet.models import (
 )
 from tubelet.models.registry import (
     architecture_args,
+    check_model_args,
     create_model,
     list_models,
+    model_args,
     model_kind,
     register_model,
+    translate_legacy_args,
 )
 
-__all__ = ["architecture_args", "create_model", "list_models", "model_kind", "register_model"]
+__all__ = [
+    "architecture_args",
+    "check_model_args",
+    "create_model",
+    "list_models",
+    "model_args",
+    "model_kind",
+    "register_model",
+    "translate_legacy_args",
+]

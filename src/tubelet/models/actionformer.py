@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tubelet.models.registry import register_model
+from tubelet.models.registry import register_model, variant
 from tubelet.nn.attention import Attention
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 
@@ -253,23 +253,21 @@ class WindowClassifier(nn.Module):
 
 
 @register_model(kind="detection")
-def actionformer(*, num_classes: int = 20, input_dim: int = 2048, **kw: object) -> ActionFormer:
+@variant(ActionFormer, num_classes=20, input_dim=2048)
+def actionformer() -> ActionFormer:
     """ActionFormer (THUMOS14 settings: 6 levels, window 19 in the paper; 9 here by default)."""
-    return ActionFormer(input_dim=input_dim, num_classes=num_classes, **kw)
 
 
 @register_model(kind="detection")
-def actionformer_tiny(
-    *, num_classes: int = 20, input_dim: int = 2048, **kw: object
-) -> ActionFormer:
+@variant(
+    ActionFormer, num_classes=20, input_dim=2048, dim=64, num_heads=4, window=9, stem_layers=1,
+    levels=5,
+)  # fmt: skip
+def actionformer_tiny() -> ActionFormer:
     """A small ActionFormer for CPU runs: width 64, 1 stem layer, 5 levels."""
-    args = {"dim": 64, "num_heads": 4, "window": 9, "stem_layers": 1, "levels": 5, **kw}
-    return ActionFormer(input_dim=input_dim, num_classes=num_classes, **args)
 
 
 @register_model(kind="detection")
-def window_classifier(
-    *, num_classes: int = 20, input_dim: int = 2048, **kw: object
-) -> WindowClassifier:
+@variant(WindowClassifier, num_classes=20, input_dim=2048)
+def window_classifier() -> WindowClassifier:
     """The sliding-window classification baseline (see `WindowClassifier`)."""
-    return WindowClassifier(input_dim=input_dim, num_classes=num_classes, **kw)

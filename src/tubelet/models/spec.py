@@ -172,9 +172,12 @@ def upgrade_model_args(model: str, args: dict[str, Any]) -> dict[str, Any]:
     """The builder arguments of a saved `model` under today's argument names.
 
     Every spec read goes through here, so a renamed builder argument needs one entry in the
-    translation that `tubelet.models` keeps, and old run folders keep loading.
+    translation that `tubelet.models` keeps (`register_model(renamed_args=)`), and old run folders
+    keep loading.
     """
-    return dict(args)
+    from tubelet.models.registry import translate_legacy_args
+
+    return translate_legacy_args(model, args)
 
 
 def checkpoint_folders(path: str | Path) -> tuple[Path, Path, Path]:

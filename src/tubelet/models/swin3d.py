@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
 from tubelet.models.base import VideoClassifier
-from tubelet.models.registry import register_model
+from tubelet.models.registry import register_model, variant
 from tubelet.nn import NormFactory
 from tubelet.nn.attention import Attention, biased_attention
 from tubelet.nn.embed import PatchEmbed3d
@@ -316,27 +315,18 @@ def _build(
 
 
 @register_model
-def swin3d_t(**kwargs: Any) -> SwinTransformer3d:
-    """Swin3D-T (28M parameters at the defaults): torchvision `swin3d_t`, width 96, depths 2-2-6-2.
-
-    Arguments: those of `_build` (see `SwinTransformer3d`).
-    """
-    return _build(**{"width": 96, "depths": (2, 2, 6, 2), **kwargs})
+@variant(_build, width=96, depths=(2, 2, 6, 2))
+def swin3d_t() -> SwinTransformer3d:
+    """Swin3D-T (28M parameters at the defaults): torchvision `swin3d_t`, width 96, depths 2-2-6-2."""
 
 
 @register_model
-def swin3d_s(**kwargs: Any) -> SwinTransformer3d:
-    """Swin3D-S (50M parameters at the defaults): torchvision `swin3d_s`, width 96, depths 2-2-18-2.
-
-    Arguments: those of `_build` (see `SwinTransformer3d`).
-    """
-    return _build(**{"width": 96, "depths": (2, 2, 18, 2), **kwargs})
+@variant(_build, width=96, depths=(2, 2, 18, 2))
+def swin3d_s() -> SwinTransformer3d:
+    """Swin3D-S (50M parameters at the defaults): torchvision `swin3d_s`, width 96, depths 2-2-18-2."""
 
 
 @register_model
-def swin3d_b(**kwargs: Any) -> SwinTransformer3d:
-    """Swin3D-B (88M parameters at the defaults): torchvision `swin3d_b`, width 128, depths 2-2-18-2.
-
-    Arguments: those of `_build` (see `SwinTransformer3d`).
-    """
-    return _build(**{"width": 128, "depths": (2, 2, 18, 2), **kwargs})
+@variant(_build, width=128, depths=(2, 2, 18, 2))
+def swin3d_b() -> SwinTransformer3d:
+    """Swin3D-B (88M parameters at the defaults): torchvision `swin3d_b`, width 128, depths 2-2-18-2."""

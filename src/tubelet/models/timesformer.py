@@ -19,7 +19,7 @@ Hugging Face's `TimesformerForVideoClassification`, so its folders load with
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from einops import rearrange, reduce, repeat
 from torch import Tensor, nn
 
 from tubelet.models.base import VideoClassifier
-from tubelet.models.registry import register_model
+from tubelet.models.registry import register_model, variant
 from tubelet.nn.attention import Attention, temporal_attention
 from tubelet.nn.embed import FramePatchEmbed
 from tubelet.nn.mlp import Mlp
@@ -75,17 +75,17 @@ class TimesformerBlock(nn.Module):
         *,
         attention: AttentionType,
         qkv_bias: bool,
-        layer_norm_eps: float,
+        norm_eps: float,
     ) -> None:
         super().__init__()
         self.attention = attention
         if attention == "divided":
-            self.temporal_norm1 = nn.LayerNorm(width, eps=layer_norm_eps)
+            self.temporal_norm1 = nn.LayerNorm(width, eps=norm_eps)
             self.temporal_attn = Attention(width, num_heads, qkv_bias=qkv_bias)
             self.temporal_fc = nn.Linear(width, width)
-        self.norm1 = nn.LayerNorm(width, eps=layer_norm_eps)
+        self.norm1 = nn.LayerNorm(width, eps=norm_eps)
         self.attn = Attention(width, num_heads, qkv_bias=qkv_bias)
-        self.norm2 = nn.LayerNorm(width, eps=layer_norm_eps)
+        self.norm2 = nn.LayerNorm(width, eps=norm_eps)
         self.mlp = Mlp(width, mlp_dim)
 
     def forward(self, x: Tensor, frames: int) -> Tensor:
@@ -144,7 +144,7 @@ class TimeSformer(VideoClassifier):
         num_frames: int,
         attention: AttentionType,
         qkv_bias: bool,
-        layer_norm_eps: float,
+        norm_eps: float,
         in_channels: int,
         dropout: float,
     ) -> None:
@@ -175,11 +175,11 @@ class TimeSformer(VideoClassifier):
                 mlp_dim,
                 attention=attention,
                 qkv_bias=qkv_bias,
-                layer_norm_eps=layer_norm_eps,
+                norm_eps=norm_eps,
             )
             for _ in range(depth)
         )
-        self.norm = nn.LayerNorm(width, eps=layer_norm_eps)
+        self.norm = nn.LayerNorm(width, eps=norm_eps)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -265,7 +265,7 @@ def _build(
     num_frames: int = 8,
     attention: AttentionType = "divided",
     qkv_bias: bool = True,
-    layer_norm_eps: float = 1e-6,
+    norm_eps: float = 1e-6,
     in_channels: int = 3,
     dropout: float = 0.0,
 ) -> TimeSformer:
@@ -284,23 +284,26 @@ def _build(
         num_frames=num_frames,
         attention=attention,
         qkv_bias=qkv_bias,
-        layer_norm_eps=layer_norm_eps,
+        norm_eps=norm_eps,
         in_channels=in_channels,
         dropout=dropout,
     )
 
 
-@register_model
-def timesformer_base(**kwargs: Any) -> TimeSformer:
+# Old runs saved the LayerNorm eps as `layer_norm_eps` (Hugging Face's name).
+_RENAMED = {"layer_norm_eps": "norm_eps"}
+
+
+@register_model(renamed_args=_RENAMED)
+@variant(_build)
+def timesformer_base() -> TimeSformer:
     """TimeSformer-Base: ViT-B/16 (768 wide, 12 blocks, 12 heads), 8 frames of 224 px, divided
-    attention (Hugging Face `TimesformerConfig()` defaults, `facebook/timesformer-base-*`).
-    Arguments: those of `_build`."""
-    return _build(**kwargs)
+    attention (Hugging Face `TimesformerConfig()` defaults, `facebook/timesformer-base-*`)."""
 
 
-@register_model
-def timesformer_small(**kwargs: Any) -> TimeSformer:
+@register_model(renamed_args=_RENAMED)
+@variant(_build, width=384)
+def timesformer_small() -> TimeSformer:
     """TimeSformer-Small: ViT-S/16 widths (384 wide, 12 blocks, 6 heads, as DeiT-S), 8 frames of
     224 px, divided attention. No published checkpoint; a quarter of Base's compute, for training
-    from scratch and for CPU runs. Arguments: those of `_build`."""
-    return _build(**{"width": 384, **kwargs})
+    from scratch and for CPU runs."""

@@ -209,7 +209,7 @@ class SpaceTimeBlock(nn.Module):
 class VideoUNet(nn.Module):
     """The denoiser (see the module docstring for the contract).
 
-    `channel_mults[i] * base_channels` channels at level i (resolution halved between levels);
+    `channel_mults[i] * width` channels at level i (resolution halved between levels);
     `attention_levels[i]` puts spatial attention in that level's blocks (temporal conv and
     attention are in every block when `temporal`);
     `num_res_blocks` blocks per level going down (one more going up, as in Dhariwal & Nichol 2021).
@@ -219,7 +219,7 @@ class VideoUNet(nn.Module):
         self,
         *,
         in_channels: int = 3,
-        base_channels: int = 32,
+        width: int = 32,
         channel_mults: Sequence[int] = (1, 2, 2),
         attention_levels: Sequence[bool] = (False, True, True),
         num_res_blocks: int = 1,
@@ -249,10 +249,10 @@ class VideoUNet(nn.Module):
         self.temporal = temporal
         self.num_levels = len(channel_mults)
         self.grad_checkpointing = False
-        emb_dim = 4 * base_channels
-        self.base_channels = base_channels
+        emb_dim = 4 * width
+        self.width = width
         self.time_mlp = nn.Sequential(
-            nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+            nn.Linear(width, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
         # One extra row: the null class of classifier-free guidance.
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
@@ -264,16 +264,16 @@ class VideoUNet(nn.Module):
                 temporal_position=temporal_position, max_frames=max_frames, dropout=dropout,
             )  # fmt: skip
 
-        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels, width, 3, padding=1)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
-        skips = [base_channels]
-        ch = base_channels
+        skips = [width]
+        ch = width
         for level, (mult, attn) in enumerate(zip(channel_mults, attention_levels, strict=True)):
             blocks = nn.ModuleList()
             for _ in range(num_res_blocks):
-                blocks.append(block(ch, mult * base_channels, attn))
-                ch = mult * base_channels
+                blocks.append(block(ch, mult * width, attn))
+                ch = mult * width
                 skips.append(ch)
             self.down.append(blocks)
             last = level == self.num_levels - 1
@@ -289,8 +289,8 @@ class VideoUNet(nn.Module):
             mult, attn = channel_mults[level], attention_levels[level]
             blocks = nn.ModuleList()
             for _ in range(num_res_blocks + 1):
-                blocks.append(block(ch + skips.pop(), mult * base_channels, attn))
-                ch = mult * base_channels
+                blocks.append(block(ch + skips.pop(), mult * width, attn))
+                ch = mult * width
             self.up.append(blocks)
             self.upsample.append(nn.Identity() if level == 0 else nn.Conv2d(ch, ch, 3, padding=1))
         self.norm_out = _norm(ch)
@@ -338,9 +338,7 @@ class VideoUNet(nn.Module):
         context_mask: Tensor | None = None,
     ) -> Tensor:
         b, c, t, h, w = self._check_input(x, timesteps, class_labels, context, context_mask)
-        emb = self.time_mlp(
-            sinusoid_table(timesteps, self.base_channels, layout="cos_sin").to(x.dtype)
-        )
+        emb = self.time_mlp(sinusoid_table(timesteps, self.width, layout="cos_sin").to(x.dtype))
         if self.class_emb is not None:
             if class_labels is None:
                 class_labels = torch.full((b,), self.num_classes, device=x.device)
@@ -411,22 +409,28 @@ class VideoUNet(nn.Module):
         return b, c, t, h, w
 
 
-@register_model(kind="generation")
+@register_model(kind="generation", renamed_args={"base_channels": "width"})
 def video_unet(
     *,
     num_classes: int | None = 10,
-    base_channels: int = 32,
+    width: int = 32,
     channel_mults: Sequence[int] = (1, 2, 2),
     attention_levels: Sequence[bool] = (False, True, True),
     num_res_blocks: int = 1,
+    num_heads: int = 4,
+    in_channels: int = 3,
+    context_dim: int | None = None,
     temporal: bool = True,
-    **kwargs: Any,
+    temporal_position: str = "sinusoidal",
+    max_frames: int = 32,
+    dropout: float = 0.0,
 ) -> VideoUNet:
     """The video denoiser: 3 levels (32/64/64 channels), spatial attention at the two lower
     resolutions, temporal conv and attention in every block unless `temporal=False` (the per-frame
-    image baseline)."""
+    image baseline). `width` is the first level's channels (`base_channels` in older runs)."""
     return VideoUNet(
-        num_classes=num_classes, base_channels=base_channels, channel_mults=tuple(channel_mults),
+        num_classes=num_classes, width=width, channel_mults=tuple(channel_mults),
         attention_levels=tuple(attention_levels), num_res_blocks=num_res_blocks,
-        temporal=temporal, **kwargs,
+        num_heads=num_heads, in_channels=in_channels, context_dim=context_dim, temporal=temporal,
+        temporal_position=temporal_position, max_frames=max_frames, dropout=dropout,
     )  # fmt: skip

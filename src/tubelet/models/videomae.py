@@ -18,13 +18,13 @@ masked:
 This is what Hugging Face's `VideoMAEForPreTraining` computes (same mask -> same loss and pred);
 its folders import with `checkpoint_format="transformers"`.
 
-| name | encoder (heads x width, depth) | decoder (heads x width, depth) |
+| name | encoder (heads x head_dim, depth) | decoder (heads x head_dim, depth) |
 |---|---|---|
 | `videomae_pretrain` | 12 x 64 = 768, 12 (ViT-B) | 6 x 64 = 384, 4 |
 | `videomae_pretrain_s` | 6 x 64 = 384, 12 (ViT-S) | 3 x 64 = 192, 4 |
 | `videomae_pretrain_t` | 3 x 64 = 192, 12 (ViT-Ti) | 2 x 64 = 128, 4 |
 
-`width` scales encoder and decoder together (channels per head). The encoder's weights load into
+`head_dim` scales encoder and decoder together (channels per head). The encoder's weights load into
 the classifier of the same size (`vit_b_16_video`, `vit_s_16_video`, `vit_t_16_video`) for
 fine-tuning: see `tubelet.jobs.finetune`.
 """
@@ -33,13 +33,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tubelet.models.registry import register_model
+from tubelet.models.registry import register_model, variant
 from tubelet.models.vit_video import Block, VideoViTEncoder
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 from tubelet.nn.masking import check_mask, masking_fn, patchify, unpatchify
@@ -74,9 +73,9 @@ class VideoMAEPretrain(nn.Module):
 
     Without `mask`, one is drawn with `masking` ("tube" or "random") at `mask_ratio`.
 
-    Encoder: `num_heads` heads of `width` channels, `depth` blocks, ending with a LayerNorm when
+    Encoder: `num_heads` heads of `head_dim` channels, `depth` blocks, ending with a LayerNorm when
     `encoder_norm` (VideoMAE's; Hugging Face's `use_mean_pooling=False`). Decoder: `decoder_heads`
-    heads of `decoder_width` channels (default `width`), `decoder_depth` blocks. `pixel_mean` /
+    heads of `decoder_head_dim` channels (default `head_dim`), `decoder_depth` blocks. `pixel_mean` /
     `pixel_std` undo the input's normalisation for the targets (None: targets are the input
     values); `norm_pix_loss` normalises each target tube. `norm_eps` is the blocks' LayerNorm eps,
     `head_norm_eps` the decoder's final one (Hugging Face uses 1e-12 and 1e-5).
@@ -86,17 +85,17 @@ class VideoMAEPretrain(nn.Module):
     def __init__(
         self,
         *,
-        width: int,
+        head_dim: int,
         depth: int,
         num_heads: int,
         decoder_depth: int,
         decoder_heads: int,
-        decoder_width: int | None = None,
+        decoder_head_dim: int | None = None,
         mlp_ratio: float = 4.0,
         decoder_mlp_ratio: float = 4.0,
         tubelet_size: int = 2,
         patch_size: int = 16,
-        in_chans: int = 3,
+        in_channels: int = 3,
         qkv_bias: bool = True,
         drop_path: float = 0.0,
         norm_eps: float = 1e-6,
@@ -109,24 +108,26 @@ class VideoMAEPretrain(nn.Module):
         masking: str = "tube",
     ) -> None:
         super().__init__()
-        if min(width, depth, num_heads, decoder_depth, decoder_heads) < 1:
-            raise ValueError("widths, depths and head counts must all be >= 1")
+        if min(head_dim, depth, num_heads, decoder_depth, decoder_heads) < 1:
+            raise ValueError("head sizes, depths and head counts must all be >= 1")
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
         self.mask_fn = masking_fn(masking)
         if (pixel_mean is None) != (pixel_std is None):
             raise ValueError("give both pixel_mean and pixel_std, or neither")
-        if pixel_mean is not None and not len(pixel_mean) == len(pixel_std) == in_chans:
-            raise ValueError(f"pixel_mean and pixel_std need {in_chans} values (one per channel)")
-        dim = width * num_heads
-        decoder_dim = (decoder_width or width) * decoder_heads
+        if pixel_mean is not None and not len(pixel_mean) == len(pixel_std) == in_channels:
+            raise ValueError(
+                f"pixel_mean and pixel_std need {in_channels} values (one per channel)"
+            )
+        dim = head_dim * num_heads
+        decoder_dim = (decoder_head_dim or head_dim) * decoder_heads
         self.mask_ratio = mask_ratio
         self.tubelet_size = tubelet_size
         self.patch_size = patch_size
         self.norm_pix_loss = norm_pix_loss
         self.encoder = VideoViTEncoder(
             dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            tubelet_size=tubelet_size, patch_size=patch_size, in_chans=in_chans,
+            tubelet_size=tubelet_size, patch_size=patch_size, in_channels=in_channels,
             qkv_bias=qkv_bias, drop_path=drop_path, norm_eps=norm_eps, final_norm=encoder_norm,
         )  # fmt: skip
         self.encoder_to_decoder = nn.Linear(dim, decoder_dim, bias=False)
@@ -143,7 +144,7 @@ class VideoMAEPretrain(nn.Module):
             for _ in range(decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=head_norm_eps)
-        self.decoder_head = nn.Linear(decoder_dim, tubelet_size * patch_size**2 * in_chans)
+        self.decoder_head = nn.Linear(decoder_dim, tubelet_size * patch_size**2 * in_channels)
         # Not weights: the input's normalisation, undone to get [0, 1] pixel targets.
         for name, value in (("pixel_mean", pixel_mean), ("pixel_std", pixel_std)):
             tensor = None if value is None else torch.tensor(value, dtype=torch.float32)
@@ -254,32 +255,24 @@ def init_pretrain_weights(model: VideoMAEPretrain) -> None:
     nn.init.trunc_normal_(model.mask_token, std=0.02)
 
 
-@register_model(kind="pretrain")
-def videomae_pretrain(**kwargs: Any) -> VideoMAEPretrain:
-    """VideoMAE ViT-B/16 pre-training model (decoder 384 wide, 4 blocks), 90% tube masking.
-
-    Arguments: any of `VideoMAEPretrain`'s; these defaults give ViT-B (64-wide heads, 12 of them,
-    12 blocks) and a 4-block decoder of 6 heads.
-    """
-    return VideoMAEPretrain(
-        **{"width": 64, "depth": 12, "num_heads": 12, "decoder_depth": 4, "decoder_heads": 6,
-           **kwargs}
-    )  # fmt: skip
+# Old runs saved the per-head sizes as `width` / `decoder_width` and the channels as `in_chans`.
+_RENAMED = {"width": "head_dim", "decoder_width": "decoder_head_dim", "in_chans": "in_channels"}
+_VIT = {"head_dim": 64, "depth": 12, "decoder_depth": 4}  # 64-wide heads, 12 + 4 blocks
 
 
-@register_model(kind="pretrain")
-def videomae_pretrain_s(
-    *, num_heads: int = 6, decoder_heads: int = 3, **kwargs: Any
-) -> VideoMAEPretrain:
-    """VideoMAE ViT-S/16 pre-training model (decoder 192 wide); other arguments as
-    `videomae_pretrain`."""
-    return videomae_pretrain(num_heads=num_heads, decoder_heads=decoder_heads, **kwargs)
+@register_model(kind="pretrain", renamed_args=_RENAMED)
+@variant(VideoMAEPretrain, **_VIT, num_heads=12, decoder_heads=6)
+def videomae_pretrain() -> VideoMAEPretrain:
+    """VideoMAE ViT-B/16 pre-training model (decoder 384 wide, 4 blocks), 90% tube masking."""
 
 
-@register_model(kind="pretrain")
-def videomae_pretrain_t(
-    *, num_heads: int = 3, decoder_heads: int = 2, **kwargs: Any
-) -> VideoMAEPretrain:
-    """ViT-Ti/16 pre-training model (encoder 192 wide, decoder 128 wide); other arguments as
-    `videomae_pretrain`."""
-    return videomae_pretrain(num_heads=num_heads, decoder_heads=decoder_heads, **kwargs)
+@register_model(kind="pretrain", renamed_args=_RENAMED)
+@variant(VideoMAEPretrain, **_VIT, num_heads=6, decoder_heads=3)
+def videomae_pretrain_s() -> VideoMAEPretrain:
+    """VideoMAE ViT-S/16 pre-training model (decoder 192 wide, 4 blocks), 90% tube masking."""
+
+
+@register_model(kind="pretrain", renamed_args=_RENAMED)
+@variant(VideoMAEPretrain, **_VIT, num_heads=3, decoder_heads=2)
+def videomae_pretrain_t() -> VideoMAEPretrain:
+    """ViT-Ti/16 pre-training model (encoder 192 wide, decoder 128 wide, 4 blocks)."""

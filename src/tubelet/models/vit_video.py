@@ -12,8 +12,8 @@ transformer blocks attend jointly over all tokens. The classifier averages the t
 masked: the encoder of VideoMAE pre-training (`tubelet.models.videomae`), which at 90% masking sees
 a tenth of the tokens.
 
-Variants (channels = `num_heads * width`, `width` = channels per head, 64 in the published models,
-so `width=16` shrinks a model four-fold for CPU runs; depth 12 and MLP ratio 4 in all):
+Variants (channels = `num_heads * head_dim`, `head_dim` = channels per head, 64 in the published
+models, so `head_dim=16` shrinks a model four-fold for CPU runs; depth 12 and MLP ratio 4 in all):
 
 | name | heads | channels | params (K=400) |
 |---|---:|---:|---:|
@@ -27,15 +27,13 @@ config.json sets every argument.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
 from tubelet.models.base import VideoClassifier
-from tubelet.models.registry import register_model
+from tubelet.models.registry import register_model, variant
 from tubelet.nn.attention import Attention
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 from tubelet.nn.embed import PatchEmbed3d
@@ -102,7 +100,7 @@ class VideoViTEncoder(nn.Module):
         mlp_ratio: float,
         tubelet_size: int,
         patch_size: int,
-        in_chans: int,
+        in_channels: int,
         qkv_bias: bool,
         drop_path: float,
         norm_eps: float,
@@ -113,7 +111,7 @@ class VideoViTEncoder(nn.Module):
         self.tubelet_size = tubelet_size
         self.patch_size = patch_size
         # The tubelet embedding: one Conv3d with kernel = stride = the tube (VideoMAE's).
-        self.patch_embed = PatchEmbed3d((tubelet_size, patch_size, patch_size), in_chans, dim)
+        self.patch_embed = PatchEmbed3d((tubelet_size, patch_size, patch_size), in_channels, dim)
         # Stochastic depth grows linearly with depth (plain floats: the model may be built on the
         # meta device, where a tensor has no values to read).
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
@@ -164,7 +162,7 @@ class VideoViT(VideoClassifier):
     q . b_k to every score of a query's row, and softmax is unchanged by a constant per row (so the
     key bias also gets exactly zero gradient).
 
-    Channels = `num_heads * width`; `mlp_ratio` sets the MLP width; `drop_path` is the stochastic
+    Channels = `num_heads * head_dim`; `mlp_ratio` sets the MLP width; `drop_path` is the stochastic
     depth of the last block (linear from 0 over the blocks); `norm_eps` is the blocks' LayerNorm
     eps and `head_norm_eps` that of `fc_norm` (VideoMAE uses 1e-6; Hugging Face 1e-12 and 1e-5).
     Clips must tile into tubes: T divisible by `tubelet_size`, H and W by `patch_size`.
@@ -175,29 +173,29 @@ class VideoViT(VideoClassifier):
     def __init__(
         self,
         *,
-        width: int,
+        head_dim: int,
         depth: int,
         num_heads: int,
         num_classes: int,
         mlp_ratio: float = 4.0,
         tubelet_size: int = 2,
         patch_size: int = 16,
-        in_chans: int = 3,
+        in_channels: int = 3,
         qkv_bias: bool = True,
         dropout: float = 0.0,
         drop_path: float = 0.0,
         norm_eps: float = 1e-6,
         head_norm_eps: float = 1e-6,
     ) -> None:
-        if width < 1 or depth < 1 or num_heads < 1:
+        if head_dim < 1 or depth < 1 or num_heads < 1:
             raise ValueError(
-                f"width, depth and num_heads must be >= 1, got {width}, {depth}, {num_heads}"
+                f"head_dim, depth and num_heads must be >= 1, got {head_dim}, {depth}, {num_heads}"
             )
-        dim = width * num_heads
+        dim = head_dim * num_heads
         super().__init__(num_features=dim, num_classes=num_classes, dropout=dropout)
         self.encoder = VideoViTEncoder(
             dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            tubelet_size=tubelet_size, patch_size=patch_size, in_chans=in_chans,
+            tubelet_size=tubelet_size, patch_size=patch_size, in_channels=in_channels,
             qkv_bias=qkv_bias, drop_path=drop_path, norm_eps=norm_eps, final_norm=False,
         )  # fmt: skip
         self.fc_norm = nn.LayerNorm(dim, eps=head_norm_eps)
@@ -223,27 +221,23 @@ class VideoViT(VideoClassifier):
         self.encoder.grad_checkpointing = self.grad_checkpointing
 
 
-def _vit(num_heads: int, kwargs: dict[str, Any]) -> VideoViT:
-    """A VideoViT of `num_heads` heads of 64 channels over 12 blocks, 400 classes, unless
-    `kwargs` (any `VideoViT` argument) says otherwise."""
-    return VideoViT(
-        **{"width": 64, "depth": 12, "num_heads": num_heads, "num_classes": 400, **kwargs}
-    )
+# Old runs saved the per-head size as `width` and the input channels as `in_chans`.
+_RENAMED = {"width": "head_dim", "in_chans": "in_channels"}
 
 
-@register_model
-def vit_b_16_video(**kwargs: Any) -> VideoViT:
+@register_model(renamed_args=_RENAMED)
+@variant(VideoViT, head_dim=64, depth=12, num_heads=12, num_classes=400)
+def vit_b_16_video() -> VideoViT:
     """ViT-B/16 on 2x16x16 tubelets (VideoMAE's ViT-B: 768 channels, 12 heads, 12 blocks)."""
-    return _vit(12, kwargs)
 
 
-@register_model
-def vit_s_16_video(**kwargs: Any) -> VideoViT:
+@register_model(renamed_args=_RENAMED)
+@variant(VideoViT, head_dim=64, depth=12, num_heads=6, num_classes=400)
+def vit_s_16_video() -> VideoViT:
     """ViT-S/16 on 2x16x16 tubelets (VideoMAE's ViT-S: 384 channels, 6 heads, 12 blocks)."""
-    return _vit(6, kwargs)
 
 
-@register_model
-def vit_t_16_video(**kwargs: Any) -> VideoViT:
+@register_model(renamed_args=_RENAMED)
+@variant(VideoViT, head_dim=64, depth=12, num_heads=3, num_classes=400)
+def vit_t_16_video() -> VideoViT:
     """ViT-Ti/16 on 2x16x16 tubelets (192 channels, 3 heads, 12 blocks)."""
-    return _vit(3, kwargs)

@@ -25,15 +25,13 @@ which takes rows and columns from the input's grid; Hugging Face takes them from
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
 from tubelet.models.base import VideoClassifier
-from tubelet.models.registry import register_model
+from tubelet.models.registry import register_model, variant
 from tubelet.models.vit_video import init_vit_weights
 from tubelet.nn.attention import Attention, CrossAttention
 from tubelet.nn.embed import PatchEmbed3d
@@ -158,7 +156,7 @@ class VJEPA2(VideoClassifier):
         mlp_ratio: float = 4.0,
         tubelet_size: int = 2,
         patch_size: int = 16,
-        in_chans: int = 3,
+        in_channels: int = 3,
         qkv_bias: bool = True,
         norm_eps: float = 1e-6,
         drop_path: float = 0.0,
@@ -176,7 +174,7 @@ class VJEPA2(VideoClassifier):
         self.tubelet_size = tubelet_size
         self.patch_size = patch_size
         self.head_dim = width // num_heads
-        self.patch_embed = PatchEmbed3d((tubelet_size, patch_size, patch_size), in_chans, width)
+        self.patch_embed = PatchEmbed3d((tubelet_size, patch_size, patch_size), in_channels, width)
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # grows with depth
         self.blocks = nn.ModuleList(
             RopeBlock(
@@ -232,24 +230,22 @@ class VJEPA2(VideoClassifier):
         return self.pooler(feats.flatten(2).transpose(1, 2))  # (B, N, D) -> (B, D)
 
 
-def _vjepa2(kwargs: dict[str, Any], **defaults: Any) -> VJEPA2:
-    return VJEPA2(**{**defaults, **kwargs})
+_RENAMED = {"in_chans": "in_channels"}  # its first runs saved the input channels as `in_chans`
 
 
-@register_model
-def vjepa2_vitl(**kwargs: Any) -> VJEPA2:
-    """V-JEPA 2 ViT-L/16 (1024 channels, 24 blocks, 16 heads); any `VJEPA2` argument overrides."""
-    return _vjepa2(kwargs)
+@register_model(renamed_args=_RENAMED)
+@variant(VJEPA2)
+def vjepa2_vitl() -> VJEPA2:
+    """V-JEPA 2 ViT-L/16 (1024 channels, 24 blocks, 16 heads)."""
 
 
-@register_model
-def vjepa2_vith(**kwargs: Any) -> VJEPA2:
-    """V-JEPA 2 ViT-H/16 (1280 channels, 32 blocks, 16 heads); any `VJEPA2` argument overrides."""
-    return _vjepa2(kwargs, width=1280, depth=32, num_heads=16)
+@register_model(renamed_args=_RENAMED)
+@variant(VJEPA2, width=1280, depth=32, num_heads=16)
+def vjepa2_vith() -> VJEPA2:
+    """V-JEPA 2 ViT-H/16 (1280 channels, 32 blocks, 16 heads)."""
 
 
-@register_model
-def vjepa2_vitg(**kwargs: Any) -> VJEPA2:
-    """V-JEPA 2 ViT-g/16 (1408 channels, 40 blocks, 22 heads, MLP 48/11 = 6144 wide); any `VJEPA2`
-    argument overrides."""
-    return _vjepa2(kwargs, width=1408, depth=40, num_heads=22, mlp_ratio=48 / 11)
+@register_model(renamed_args=_RENAMED)
+@variant(VJEPA2, width=1408, depth=40, num_heads=22, mlp_ratio=48 / 11)
+def vjepa2_vitg() -> VJEPA2:
+    """V-JEPA 2 ViT-g/16 (1408 channels, 40 blocks, 22 heads, MLP 48/11 = 6144 wide)."""
