@@ -4,7 +4,11 @@ import math
 import numpy as np
 import pytest
 import torch
+<<<<<<< HEAD
 from planted import Plant
+=======
+from safetensors.torch import save_file
+>>>>>>> 982683c (The new models' builders (videoprism, wan_dit, wan_vae) take typed keyword-only arguments too; ModelSpec's reader translates renamed arguments (upgrade_model_args -> translate_legacy_args); docs name head_dim and width where the commands used the old names)
 
 from tubelet.convert import list_formats, read_state_dict
 from tubelet.engine.checkpoint import (
@@ -115,16 +119,19 @@ def test_no_loader_runs_a_planted_pickle(tmp_path):
 
 
 def test_a_run_saved_under_the_old_argument_names_still_loads(tmp_path):
-    # model.json as runs wrote it before the renames: the ViT's per-head size was `width`, its
-    # input channels `in_chans`.
+    # model.json as runs wrote it before the renames (and before the spec had a format): the
+    # ViT's per-head size was `width`, its input channels `in_chans`.
     torch.manual_seed(0)
     model = create_model("vit_t_16_video", num_classes=3, head_dim=8, depth=1, patch_size=8).eval()
+    folder = tmp_path / "best"
+    folder.mkdir()
+    save_file(model.state_dict(), str(folder / "model.safetensors"))
     old_args = {"num_classes": 3, "width": 8, "depth": 1, "patch_size": 8, "in_chans": 3}
-    save_model(tmp_path / "best", model, {"model": "vit_t_16_video", "model_args": old_args})
-    spec = json.loads((tmp_path / "best" / "model.json").read_text())
-    assert spec["model_args"]["width"] == 8  # the file keeps its old names
+    old_spec = {"model": "vit_t_16_video", "model_args": old_args, "classes": ["a", "b", "c"],
+                "clip": {"frames": 2, "sampling": "uniform"}, "size": 16}  # fmt: skip
+    (folder / "model.json").write_text(json.dumps(old_spec))
     again, spec = load_model(tmp_path)
-    assert spec["model_args"] == {
+    assert spec.model_args == {
         "num_classes": 3, "head_dim": 8, "depth": 1, "patch_size": 8, "in_channels": 3
     }  # fmt: skip
     x = torch.randn(1, 3, 2, 16, 16)

@@ -23,7 +23,7 @@ def test_freeze_backbone_trains_the_pooler_and_fc_only():
     # The frozen backbone records nothing for backward: only the head gets gradients.
     model(torch.randn(2, 3, 4, 16, 16)).sum().backward()
     assert all((p.grad is not None) == p.requires_grad for p in model.parameters())
-    linear = create_model("vit_t_16_video", width=8, depth=1, num_classes=3)
+    linear = create_model("vit_t_16_video", head_dim=8, depth=1, num_classes=3)
     freeze_backbone(linear)
     assert {n for n, p in linear.named_parameters() if p.requires_grad} == {
         "fc_norm.weight", "fc_norm.bias", "fc.weight", "fc.bias"

@@ -121,3 +121,12 @@ def test_the_run_folder_layout_is_named_once(tmp_path):
         weights_file(tmp_path)
     (tmp_path / "last" / "model.safetensors").write_bytes(b"")
     assert weights_file(tmp_path) == tmp_path / "last" / "model.safetensors"
+
+
+def test_renamed_builder_arguments_are_read_under_their_new_names():
+    # A generation run saved video_unet's base channels as `base_channels`, a ViT its per-head size
+    # as `width`: both read under today's names, whatever the spec's format.
+    unet = {"model": "video_unet", "model_args": {"base_channels": 8}, "diffusion": {}}
+    assert ModelSpec.from_json(unet).model_args == {"width": 8}
+    vit = ModelSpec(model="vit_s_16_video", model_args={"width": 8}, task="classification")
+    assert ModelSpec.from_json(vit.to_json()).model_args == {"head_dim": 8}

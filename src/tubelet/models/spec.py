@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tubelet.models.registry import translate_legacy_args
 from tubelet.normalization import IMAGENET_MEAN, IMAGENET_STD, SIGNED_MEAN, SIGNED_STD
 
 SPEC_FILE = "model.json"
@@ -175,8 +176,6 @@ def upgrade_model_args(model: str, args: dict[str, Any]) -> dict[str, Any]:
     translation that `tubelet.models` keeps (`register_model(renamed_args=)`), and old run folders
     keep loading.
     """
-    from tubelet.models.registry import translate_legacy_args
-
     return translate_legacy_args(model, args)
 
 

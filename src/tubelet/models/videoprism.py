@@ -40,7 +40,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from tubelet.models.base import VideoClassifier
-from tubelet.models.registry import register_model
+from tubelet.models.registry import register_model, variant
 from tubelet.nn.attention import Attention, CrossAttention
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 from tubelet.nn.mlp import Mlp
@@ -449,31 +449,61 @@ def init_prism_weights(module: nn.Module) -> None:
             nn.init.trunc_normal_(m.temporal_pos, std=0.02)
 
 
+def _build_lvt(
+    *,
+    aux_depth: int = 2,
+    text_depth: int = 12,
+    vocab_size: int = 64000,
+    max_text_len: int = 64,
+    width: int = 768,
+    num_heads: int = 12,
+    mlp_dim: int = 3072,
+    spatial_depth: int = 12,
+    temporal_depth: int = 4,
+    num_classes: int = 400,
+    patch_size: int = 18,
+    image_size: int = 288,
+    num_frames: int = 16,
+    in_chans: int = 3,
+    qkv_bias: bool = True,
+    norm_eps: float = 1e-6,
+    softcap: float | None = 50.0,
+    dropout: float = 0.0,
+    head: str = "attentive",
+) -> VideoPrismLVT:
+    """A `VideoPrismLVT`: its own text-tower arguments, then `VideoPrism`'s (`head` can only be
+    "attentive": the video-text model pools with its attention head)."""
+    return VideoPrismLVT(
+        aux_depth=aux_depth, text_depth=text_depth, vocab_size=vocab_size,
+        max_text_len=max_text_len, width=width, num_heads=num_heads, mlp_dim=mlp_dim,
+        spatial_depth=spatial_depth, temporal_depth=temporal_depth, num_classes=num_classes,
+        patch_size=patch_size, image_size=image_size, num_frames=num_frames, in_chans=in_chans,
+        qkv_bias=qkv_bias, norm_eps=norm_eps, softcap=softcap, dropout=dropout, head=head,
+    )  # fmt: skip
+
+
 _LARGE = {"width": 1024, "num_heads": 16, "mlp_dim": 4096, "spatial_depth": 24, "num_frames": 8}
 
 
 @register_model
-def videoprism_b(**kwargs: Any) -> VideoPrism:
-    """VideoPrism-B (768 channels, 12 + 4 blocks, 16 frames of 288 px); any `VideoPrism`
-    argument overrides."""
-    return VideoPrism(**kwargs)
+@variant(VideoPrism)
+def videoprism_b() -> VideoPrism:
+    """VideoPrism-B (768 channels, 12 + 4 blocks, 16 frames of 288 px)."""
 
 
 @register_model
-def videoprism_l(**kwargs: Any) -> VideoPrism:
-    """VideoPrism-L (1024 channels, 24 + 4 blocks, 8 frames of 288 px); any `VideoPrism`
-    argument overrides."""
-    return VideoPrism(**{**_LARGE, **kwargs})
+@variant(VideoPrism, **_LARGE)
+def videoprism_l() -> VideoPrism:
+    """VideoPrism-L (1024 channels, 24 + 4 blocks, 8 frames of 288 px)."""
 
 
 @register_model
-def videoprism_lvt_b(**kwargs: Any) -> VideoPrismLVT:
-    """VideoPrism-B video-text model (text tower of 12 blocks, 64000 tokens); any
-    `VideoPrismLVT` or `VideoPrism` argument overrides."""
-    return VideoPrismLVT(**kwargs)
+@variant(_build_lvt)
+def videoprism_lvt_b() -> VideoPrismLVT:
+    """VideoPrism-B video-text model (text tower of 12 blocks, 64000 tokens)."""
 
 
 @register_model
-def videoprism_lvt_l(**kwargs: Any) -> VideoPrismLVT:
-    """VideoPrism-L video-text model; any `VideoPrismLVT` or `VideoPrism` argument overrides."""
-    return VideoPrismLVT(**{**_LARGE, **kwargs})
+@variant(_build_lvt, **_LARGE)
+def videoprism_lvt_l() -> VideoPrismLVT:
+    """VideoPrism-L video-text model."""

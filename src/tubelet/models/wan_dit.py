@@ -31,14 +31,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from tubelet.models.registry import register_model
+from tubelet.models.registry import register_model, variant
 from tubelet.nn.attention import Attention, CrossAttention
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 from tubelet.nn.mlp import Mlp
@@ -227,21 +226,21 @@ class WanDiT(nn.Module):
 
 
 @register_model(kind="generation")
-def wan_dit(**kwargs: Any) -> WanDiT:
+@variant(WanDiT)
+def wan_dit() -> WanDiT:
     """A Wan-style diffusion transformer; the defaults are Wan 2.1 T2V 1.3B's shapes. Small ones
     for experiments override dim, num_heads, ffn_dim, num_layers, text_dim, in_channels."""
-    return WanDiT(**kwargs)
 
 
 @register_model(kind="generation")
-def wan2_1_t2v_1_3b(**kwargs: Any) -> WanDiT:
+@variant(WanDiT, dim=1536, num_heads=12, ffn_dim=8960, num_layers=30)
+def wan2_1_t2v_1_3b() -> WanDiT:
     """Wan 2.1 text-to-video 1.3B (Wan-AI/Wan2.1-T2V-1.3B-Diffusers, transformer/config.json):
     30 blocks of width 1536 (12 heads of 128), MLP 8960, UMT5-XXL text (4096)."""
-    return WanDiT(**{"dim": 1536, "num_heads": 12, "ffn_dim": 8960, "num_layers": 30, **kwargs})
 
 
 @register_model(kind="generation")
-def wan2_1_t2v_14b(**kwargs: Any) -> WanDiT:
+@variant(WanDiT, dim=5120, num_heads=40, ffn_dim=13824, num_layers=40)
+def wan2_1_t2v_14b() -> WanDiT:
     """Wan 2.1 text-to-video 14B (Wan-AI/Wan2.1-T2V-14B-Diffusers, transformer/config.json):
     40 blocks of width 5120 (40 heads of 128), MLP 13824, UMT5-XXL text (4096)."""
-    return WanDiT(**{"dim": 5120, "num_heads": 40, "ffn_dim": 13824, "num_layers": 40, **kwargs})

@@ -29,14 +29,14 @@ diffusion model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from tubelet.models.registry import register_model
+from tubelet.models.registry import register_model, variant
 from tubelet.nn.attention import Attention
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 
@@ -539,9 +539,7 @@ class WanVAE(nn.Module):
 
 
 @register_model(kind="autoencoder")
-def wan_vae(**kwargs: Any) -> WanVAE:
+@variant(WanVAE, latents_mean=WAN21_LATENTS_MEAN, latents_std=WAN21_LATENTS_STD)
+def wan_vae() -> WanVAE:
     """The Wan 2.1 VAE (base width 96, 16 latent channels, 4x time and 8x space compression),
     with its published latent statistics (`normalize_latents`)."""
-    kwargs.setdefault("latents_mean", WAN21_LATENTS_MEAN)
-    kwargs.setdefault("latents_std", WAN21_LATENTS_STD)
-    return WanVAE(**kwargs)
