@@ -172,9 +172,15 @@ def test_unknown_argument_is_refused_naming_it_and_the_accepted_ones():
         ValueError, match=r"model r3d_18 has no argument 'depth'; it takes: .*width"
     ):
         create_model("r3d_18", depth=50)
-    # A per-head size is `head_dim`; the ViTs have no `width`.
-    with pytest.raises(ValueError, match=r"vit_t_16_video has no argument 'width'.*head_dim"):
-        create_model("vit_t_16_video", width=16)
+    with pytest.raises(ValueError, match=r"vit_t_16_video has no argument 'dim'.*head_dim"):
+        create_model("vit_t_16_video", dim=16)
+
+
+def test_an_old_argument_name_is_read_as_the_new_one_with_a_warning():
+    # A per-head size is `head_dim`; `width` (its old name on the ViTs) is read as it, said aloud.
+    with pytest.warns(FutureWarning, match="vit_t_16_video: width is now head_dim"):
+        model = create_model("vit_t_16_video", num_classes=2, width=8, depth=1)
+    assert model.num_features == 3 * 8
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import inspect
 import os
 import types
 import typing
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -257,6 +258,12 @@ def create_model(
     arguments; explicit `overrides` still win.
     """
     _check_name(name)
+    renamed = {k: v for k, v in _RENAMED_ARGS[name].items() if k in overrides}
+    if renamed:
+        # Until every documented command uses the new names: read the old one, say so once.
+        said = ", ".join(f"{old} is now {new}" for old, new in renamed.items())
+        warnings.warn(f"model {name}: {said}; pass the new name", FutureWarning, stacklevel=2)
+        overrides = translate_legacy_args(name, overrides)
     check_model_args(name, overrides)
     kwargs = dict(overrides)
     if checkpoint is not None:
