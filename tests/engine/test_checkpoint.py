@@ -4,11 +4,8 @@ import math
 import numpy as np
 import pytest
 import torch
-<<<<<<< HEAD
 from planted import Plant
-=======
 from safetensors.torch import save_file
->>>>>>> 982683c (The new models' builders (videoprism, wan_dit, wan_vae) take typed keyword-only arguments too; ModelSpec's reader translates renamed arguments (upgrade_model_args -> translate_legacy_args); docs name head_dim and width where the commands used the old names)
 
 from tubelet.convert import list_formats, read_state_dict
 from tubelet.engine.checkpoint import (
