@@ -231,3 +231,43 @@ def test_counts_a_text_to_video_denoiser_and_its_lora_fine_tuning():
     assert lora[0].param_bytes == checkpointed.param_bytes + adapter
     with pytest.raises(ValueError, match="frames 1 \\+ 4k"):
         memory_report("wan_dit", frames=8, size=32, batch=1, model_args=small, timed=False)
+
+
+def test_counting_a_huge_batch_allocates_no_batch():
+    import resource
+
+    small = dict(frames=4, size=32, model_args={"width": 4}, strategies=[Strategy()], timed=False)
+    (one,) = memory_report("r2plus1d_18", batch=1, **small)
+    (two,) = memory_report("r2plus1d_18", batch=2, **small)
+    batch = 20_000
+    clips_bytes = batch * 3 * 4 * 32 * 32 * FP32  # 983 MB of input alone, were it real
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+    (many,) = memory_report("r2plus1d_18", batch=batch, **small)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    # The counts grow by one clip's activations per clip (BatchNorm's statistics are per channel)
+    per_clip = two.activation_bytes - one.activation_bytes
+    assert many.activation_bytes - one.activation_bytes == (batch - 1) * per_clip
+    assert many.param_bytes == one.param_bytes
+    # ... while the process's peak resident memory grows by far less than the batch would take.
+    assert grown < clips_bytes / 10, grown
+
+
+def test_a_run_that_cannot_fit_is_refused_before_allocating(monkeypatch):
+    from tubelet.jobs import memory as job
+
+    args = ["memory", "--model", "r2plus1d_18", "-m", "width=4", "--frames", "4", "--size", "32"]
+    args += ["-s", "baseline", "--repeats", "1"]
+    free = job.free_bytes(torch.device("cpu"))
+    assert free is not None and free > 0
+    # 10**8 clips of 4x32x32: about 5 PB counted, far more than any machine's RAM; counting is
+    # cheap (fake tensors), so the refusal comes at once, before the batch or the model exists.
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: pytest.fail("allocated the batch"))
+    result = CliRunner().invoke(app, [*args, "--batch", str(10**8)])
+    assert result.exit_code == 2, result.output
+    line = " ".join(result.output.split())
+    assert "needs about" in line and "GiB free" in line, line
+    assert "smaller --batch" in line and "--count-only" in line and "-s checkpointing" in line
+    # The same batch counted only is fine.
+    counted = CliRunner().invoke(app, [*args, "--batch", str(10**8), "--count-only", "--json"])
+    assert counted.exit_code == 0, counted.output
+    assert json.loads(counted.stdout)[0]["peak_bytes"] > free

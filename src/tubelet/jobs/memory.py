@@ -193,6 +193,7 @@ def measure_strategies(
     repeats: int = 3,
     timed: bool = True,
     loss_fn: LossFn = classification_loss,
+    device: torch.device | None = None,
 ) -> list[MemoryRow]:
     """Measure training steps of `model` on (`video`, `labels`) under each strategy.
 
@@ -201,11 +202,15 @@ def measure_strategies(
     Each strategy gets one step that counts the saved tensors (and on a GPU the peak), which is also
     its warm-up; then the strategies take turns for `repeats` timed rounds, so a machine whose load
     changes slows them alike. `timed=False` runs no real step: each strategy's step is counted on
-    fake tensors (`fake_step_bytes`) and the rows have no times.
+    fake tensors (`fake_step_bytes`) and the rows have no times; then `video` and `labels` may be
+    meta tensors (shapes only, nothing allocated) and `device` the device counted for (default:
+    `video.device`).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    device = video.device
+    device = device or video.device
+    if video.is_meta and timed:
+        raise ValueError("a batch on the meta device can only be counted (timed=False)")
     on_meta = any(p.is_meta for p in model.parameters())  # built to be counted, not run
     if on_meta and timed:
         raise ValueError("a model on the meta device can only be counted (timed=False)")
@@ -213,7 +218,7 @@ def measure_strategies(
     if not timed:
         rows = []
         for strategy in strategies:
-            sizes = fake_step_bytes(model, video, labels, strategy, loss_fn)
+            sizes = fake_step_bytes(model, video, labels, strategy, loss_fn, device=device)
             rows.append(
                 MemoryRow(
                     strategy=strategy.name, activation_bytes=sizes[0], peak_bytes=sum(sizes),
@@ -290,25 +295,29 @@ def fake_step_bytes(
     labels: Tensor,
     strategy: Strategy,
     loss_fn: LossFn = classification_loss,
+    *,
+    device: torch.device | None = None,
 ) -> tuple[int, int, int, int]:
     """(activation, parameter, gradient, AdamW state) bytes of one training step of `model` under
     `strategy`, run on fake copies of its parameters, buffers and inputs (`FakeTensorMode`): every
     op yields a tensor of the right shape and dtype and computes nothing, so the step takes seconds
-    whatever the machine. The model itself is left as it was (its checkpointing is switched as
-    `strategy` says, as for a real step).
+    whatever the machine. Meta parameters and inputs (shapes only) become fake tensors on `device`
+    (default: `video.device`), so neither the model nor the batch needs real memory. The model
+    itself is left as it was (its checkpointing is switched as `strategy` says, as for a real step).
     """
+    device = device or video.device
     _switch(model, strategy)
     clip = to_channels_last(video) if strategy.channels_last else video
     # allow_non_fake_inputs: constants a model creates outside the step (cached tables) join in.
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-        params = {k: _fake(mode, p, video.device) for k, p in model.named_parameters()}
-        buffers = {k: _fake(mode, b, video.device) for k, b in model.named_buffers()}
+        params = {k: _fake(mode, p, device) for k, p in model.named_parameters()}
+        buffers = {k: _fake(mode, b, device) for k, b in model.named_buffers()}
         trained = [p for p in params.values() if p.requires_grad]
-        fake_clip, fake_labels = mode.from_tensor(clip), mode.from_tensor(labels)
+        fake_clip, fake_labels = _fake(mode, clip, device), _fake(mode, labels, device)
         # The fake weights stay in the model through backward too, where checkpointed blocks
         # run their forward again (functional_call would put the real ones back before that).
         with _reparametrize_module(model, {**params, **buffers}):
-            with autocast(video.device, strategy.precision), saved_tensor_bytes(trained) as saved:
+            with autocast(device, strategy.precision), saved_tensor_bytes(trained) as saved:
                 loss = loss_fn(model, fake_clip, fake_labels)
             loss.backward()  # fp16 loss scaling changes no tensor's size
         optimizer = torch.optim.AdamW(trained, lr=1e-4)
@@ -322,7 +331,7 @@ def fake_step_bytes(
 
 
 def _fake(mode: FakeTensorMode, tensor: Tensor, device: torch.device) -> Tensor:
-    """A fake copy of `tensor`; a meta tensor (a model built without memory, see
+    """A fake copy of `tensor`; a meta tensor (a model or batch built without memory, see
     `memory_report`) becomes a fake tensor on `device`."""
     if tensor.is_meta:
         fake = mode.fake_tensor_converter.from_meta_and_device(mode, tensor, device)
@@ -390,8 +399,10 @@ def memory_report(
     (`generation_loss`); a text-conditioned one (`wan_dit`) on the latents of the Wan VAE of such
     clips (1 + (frames - 1) / 4 frames, sides / 8) with 512 text tokens. `lora_rank` trains LoRA
     adapters of that rank on its attention and MLP projections, the base frozen (`tubelet.nn.lora`).
-    Counting builds the model on the meta device (no memory, no initialisation), so a model of
-    billions of parameters is counted in seconds; a timed run has random weights (seeded).
+    Counting builds the model and the batch on the meta device (no memory, no initialisation), so a
+    model of billions of parameters or a batch of thousands of clips is counted in seconds; a timed
+    run has random weights (seeded), and is first counted that way and refused (ValueError) when
+    its need exceeds the memory `device` has free (`free_bytes`).
     """
     from tubelet.models import create_model, model_kind
 
@@ -401,6 +412,13 @@ def memory_report(
             raise ValueError(f"{name} must be at least 1, got {value}")
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     strategies = list(strategies or [Strategy.parse(s) for s in DEFAULT_STRATEGIES])
+    if timed:  # count first (seconds, nothing allocated) and refuse what cannot fit
+        counted = memory_report(
+            model_name, frames=frames, size=size, batch=batch, strategies=strategies,
+            model_args=model_args, num_classes=num_classes, timed=False, device=device,
+            height=height, width=width, lora_rank=lora_rank,
+        )  # fmt: skip
+        _check_fits(counted, device)
     generation = model_kind(model_name) == "generation"
     args = dict(model_args or {})
     if not generation:
@@ -419,7 +437,6 @@ def memory_report(
         from tubelet.nn.lora import LoraSpec, add_lora  # PEFT imports slowly
 
         add_lora(model, LoraSpec(lora_rank, float(lora_rank)))
-    generator = torch.Generator().manual_seed(0)
     text_dim = getattr(model, "text_dim", None)
     if generation and text_dim is not None:
         t_factor, s_factor = WAN_VAE_FACTORS
@@ -434,12 +451,62 @@ def memory_report(
             height // s_factor,
             width // s_factor,
         )
-        labels = torch.randn(batch, TEXT_TOKENS, text_dim, generator=generator).to(device)
     else:
         shape = (3, frames, height, width)
+    loss_fn = generation_loss if generation else classification_loss
+    if not timed:  # shapes only: the batch is allocated nowhere (fake tensors on `device`)
+        video = torch.empty(batch, *shape, device="meta")
+        labels = (
+            torch.empty(batch, TEXT_TOKENS, text_dim, device="meta")
+            if generation and text_dim is not None
+            else torch.empty(batch, dtype=torch.long, device="meta")
+        )
+        return measure_strategies(
+            model, video, labels, strategies, timed=False, loss_fn=loss_fn, device=device
+        )
+    generator = torch.Generator().manual_seed(0)
+    if generation and text_dim is not None:
+        labels = torch.randn(batch, TEXT_TOKENS, text_dim, generator=generator).to(device)
+    else:
         labels = torch.randint(0, num_classes, (batch,), generator=generator).to(device)
     video = torch.randn(batch, *shape, generator=generator).to(device)
-    loss_fn = generation_loss if generation else classification_loss
     return measure_strategies(
         model, video, labels, strategies, repeats=repeats, timed=timed, loss_fn=loss_fn
+    )
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """The memory `device` has free now: a GPU's free memory (`torch.cuda.mem_get_info`), the
+    RAM the system can still give (MemAvailable of /proc/meminfo, else psutil); None where unknown.
+    """
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+def _check_fits(counted: Sequence[MemoryRow], device: torch.device) -> None:
+    """Refuse (ValueError, one line) a real run whose counted need exceeds what `device` has free.
+    The need is the largest strategy's total (activations, which hold the batch, + parameters,
+    gradients and AdamW state), all held at once by the real step."""
+    worst = max(counted, key=lambda row: row.peak_bytes)
+    free = free_bytes(device)
+    if free is None or worst.peak_bytes <= free:
+        return
+    raise ValueError(
+        f"one training step needs about {worst.peak_bytes / 2**30:.2f} GiB ({worst.strategy}, "
+        f"counted on fake tensors) but {device} has {free / 2**30:.2f} GiB free: use a smaller "
+        "--batch, --count-only to count without running, or -s checkpointing"
     )
