@@ -72,7 +72,9 @@ def memory(
     On a GPU the peak is the device's peak allocation; on a CPU (and with --count-only) it is the
     tensors saved for backward plus parameters, gradients and optimizer state. The step's wall time
     and CPU time (all threads) are medians over --repeats steps taken in turn by the strategies.
-    Ratios are to the first strategy measured.
+    Ratios are to the first strategy measured. --count-only allocates neither the model nor the
+    batch; a real run is counted that way first and refused when it needs more than the device has
+    free.
     """
     from tubelet.jobs.memory import DEFAULT_STRATEGIES, Strategy, memory_report
 
