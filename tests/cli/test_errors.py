@@ -78,12 +78,12 @@ def test_bad_options_are_one_line(list_dataset, tmp_path):
     _refused(invoke("predict", video, "--checkpoint", run, "--top-k", "-1"), "--top-k")
     _refused(invoke("predict", video, "--checkpoint", run, "--views", "999999x1"),
              "--views asks for 999999 clips", "which has 12 frames")  # fmt: skip
-    for arg, said in [
-        ("widht=4", "unexpected keyword argument 'widht'"),
-        ("width=abc", "width='abc'"),
+    for arg, said, fix in [
+        ("widht=4", "has no argument 'widht'", "it takes: num_classes, width"),
+        ("width=abc", "argument 'width' takes int", "not 'abc'"),
     ]:
         _refused(invoke("train", "--data", list_dataset, "--model", "frame2d_resnet18",
-                        "-m", arg, "--out", tmp_path / "x"), said, "-m KEY=VALUE")  # fmt: skip
+                        "-m", arg, "--out", tmp_path / "x"), said, fix)  # fmt: skip
         assert not (tmp_path / "x").exists()  # a refused command leaves nothing behind
     tiny = ("--model", "frame2d_resnet18", "-m", "width=4", "--size", "32", "--epochs", "1",
             "--workers", "0")  # were it not refused, a second of training  # fmt: skip

@@ -59,7 +59,7 @@ def train(job: TrainJob, *, show_progress: bool = True) -> dict[str, Any]:
     hint = "--features trains a model over feature sequences: frame_mean or frame_transformer"
     try:
         model = create_model(model_name, **model_args)
-    except TypeError as error:  # a video model has no `in_dim`; or a misspelt -m argument
+    except (TypeError, ValueError) as error:  # a video model has no `in_dim`; a misspelt -m
         raise ValueError(f"cannot build {model_name} on features ({error}); {hint}") from None
     if not isinstance(model, SequenceClassifier):
         raise ValueError(f"{model_name} is not a model over feature sequences; {hint}")
