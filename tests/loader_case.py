@@ -19,6 +19,10 @@ class Recorded(Exception):
     """Raised in place of building the trainer, once the loaders' items are written."""
 
 
+def index(item):
+    return item[1] if isinstance(item, tuple) else item
+
+
 def record_to(out: Path):
     def record(self, model, task, *, train_loader, val_loader, **kwargs):
         rank, world = process_group()
@@ -27,11 +31,12 @@ def record_to(out: Path):
             for obj in (train_loader.sampler, train_loader.dataset):
                 if hasattr(obj, "set_epoch"):
                     obj.set_epoch(epoch)
-            epochs.append([i for batch in train_loader.batch_sampler for i in batch])
+            # A training loader asks for (epoch, index) pairs (`tubelet.data.loader.EpochItems`).
+            epochs.append([index(i) for batch in train_loader.batch_sampler for i in batch])
         items = {
             "world": world, "train_size": len(train_loader.dataset), "epochs": epochs,
             "val_size": len(val_loader.dataset),
-            "val": [i for batch in val_loader.batch_sampler for i in batch],
+            "val": [index(i) for batch in val_loader.batch_sampler for i in batch],
         }  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         (out / f"rank{rank}.json").write_text(json.dumps(items))

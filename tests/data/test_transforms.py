@@ -10,11 +10,13 @@ from torchvision.transforms.v2 import functional as TF
 from tubelet.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    BatchNormalize,
     CropBox,
     EvalTransform,
     TrainTransform,
     center_crop,
     hflip,
+    model_layout,
     normalize,
     random_resized_box,
     random_resized_crop,
@@ -286,3 +288,51 @@ def test_eval_transform_views(h, w):
 def test_eval_transform_refuses_other_crop_counts():
     with pytest.raises(ValueError, match="crops"):
         EvalTransform(size=8, crops=2)
+
+
+# --- uint8 clips normalised on the device ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_normalize_equals_normalize_on_each_clip(channels_last):
+    clips = [random_clip(2, 5, 6, seed=s) for s in range(3)]
+    batch = {"video": torch.stack([model_layout(c) for c in clips]), "label": torch.arange(3)}
+    out = BatchNormalize(IMAGENET_MEAN, IMAGENET_STD, channels_last=channels_last)(batch)
+    assert out["label"] is batch["label"] and batch["video"].dtype == torch.uint8
+    video = out["video"]
+    assert video.dtype == torch.float32 and video.shape == (3, 3, 2, 5, 6)
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    assert video.is_contiguous(memory_format=layout)
+    expected = torch.stack([normalize(c, IMAGENET_MEAN, IMAGENET_STD) for c in clips])
+    torch.testing.assert_close(video, expected, rtol=0, atol=2e-6)
+
+
+def test_batch_normalize_takes_views_and_passes_float_clips_through():
+    views = torch.stack([EvalTransform(size=4, crops=3, normalized=False)(random_clip(2, 4, 8))])
+    assert views.dtype == torch.uint8 and views.shape == (1, 3, 3, 2, 4, 4)
+    out = BatchNormalize()({"video": views})["video"]
+    assert out.shape == views.shape and out.dtype == torch.float32
+    floats = {"video": out}
+    assert BatchNormalize()(floats) is floats
+    empty = {"video": None, "bad_files": []}
+    assert BatchNormalize()(empty) is empty
+    with pytest.raises(ValueError, match=r"\(\.\.\., 3, T, H, W\)"):
+        BatchNormalize()({"video": torch.zeros(2, 4, 2, 3, 3, dtype=torch.uint8)})
+    with pytest.raises(ValueError, match="std"):
+        BatchNormalize(std=(0.5, 0.0, 0.5))
+
+
+@pytest.mark.parametrize("crops", [1, 3])
+def test_uint8_transforms_then_batch_normalize_equal_the_float_transforms(crops):
+    clip = random_clip(3, 30, 40, seed=6)
+    float_train = TrainTransform(size=16, flip=True)(clip, np.random.default_rng(2))
+    uint8_train = TrainTransform(size=16, flip=True, normalized=False)(
+        clip, np.random.default_rng(2)
+    )
+    assert uint8_train.dtype == torch.uint8 and uint8_train.shape == (3, 3, 16, 16)
+    normalized = BatchNormalize()({"video": uint8_train[None]})["video"][0]
+    torch.testing.assert_close(normalized, float_train, rtol=0, atol=2e-6)
+    float_eval = EvalTransform(size=16, crops=crops)(clip)
+    uint8_eval = EvalTransform(size=16, crops=crops, normalized=False)(clip)
+    normalized = BatchNormalize()({"video": uint8_eval[None]})["video"][0]
+    torch.testing.assert_close(normalized, float_eval, rtol=0, atol=2e-6)

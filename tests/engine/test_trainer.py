@@ -3,6 +3,7 @@ import math
 import signal
 import subprocess
 import sys
+import traceback
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from planted import Plant
 from processes import held_elsewhere, python_env
 from safetensors.torch import load_file
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, Dataset
 
 from tubelet.data.datasets import collate_clips
@@ -438,3 +440,47 @@ def test_inductor_workarounds_switch_off_the_tiling_analysis_only_where_it_fails
 
     monkeypatch.setattr(tiling_utils, "solve_for_tiling", raises)
     assert inductor_workarounds() == {"triton.coalesce_tiling_analysis": False}
+
+
+class HostSyncs(TorchDispatchMode):
+    """Counts the ops that copy a tensor's value to the host (`Tensor.item()`, `bool(tensor)`): on a
+    GPU each one waits for every kernel queued before it. Not counted: those inside the data
+    loader (workers' work in a real run) and the optimizer's step counter (a CPU tensor in torch's
+    AdamW, never on the GPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
+            files = [frame.filename for frame in traceback.extract_stack()]
+            if not any("torch/utils/data/" in f or "torch/optim/" in f for f in files):
+                self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_training_reads_the_loss_on_the_host_every_few_batches_only(tmp_path):
+    """The CPU proxy of a GPU loop that never waits for the device between steps: 16 batches of
+    an epoch, the loss read after the 5th, 10th and 15th and at the end, not after each batch."""
+    trainer = _trainer(tmp_path, epochs=1, batch_size=4)
+    trainer.sync_every = 5
+    trainer.evaluate = lambda loader, **kw: {"top1": 1.0}  # count the training epoch only
+    with HostSyncs() as syncs:
+        trainer.fit()
+    assert len(trainer.train_loader) == 16
+    assert syncs.count == 16 // 5 + 1
+
+
+def test_the_trainer_prepares_each_batch_on_the_device_for_training_and_evaluation(tmp_path):
+    trainer = _trainer(tmp_path, epochs=1)
+    seen = []
+
+    def prepare(batch):
+        seen.append(tuple(batch["video"].shape[:2]))
+        return batch
+
+    trainer.prepare = prepare
+    trainer.fit()
+    assert seen.count((8, 3)) == 8  # the 64 training clips in batches of 8
+    assert seen.count((16, 1)) == 2  # 32 evaluation clips of one view

@@ -41,8 +41,11 @@ def build_dataset(
     eval_transform: EvalTransform | None = None,
     classes: Sequence[str] | None = None,
     max_pixels: int | None = MAX_PIXELS,
+    normalized: bool = True,
 ) -> tuple[VideoDataset, Annotations]:
     """The dataset of one split. `flip=None` flips training clips only when no class names a direction.
+    `normalized=False` leaves the clips uint8 for normalising on the device
+    (`tubelet.data.transforms.BatchNormalize`).
 
     Evaluation clips go through `eval_transform` when given (a saved model's own preprocessing),
     else `EvalTransform(size, crops)`. `classes` (the training split's, or a model's) labels the
@@ -51,9 +54,11 @@ def build_dataset(
     annotations = read_annotations(root, split, classes=classes)
     if train:
         do_flip = not names_a_direction(annotations.classes) if flip is None else flip
-        transform: TrainTransform | EvalTransform = TrainTransform(size=size, flip=do_flip)
+        transform: TrainTransform | EvalTransform = TrainTransform(
+            size=size, flip=do_flip, normalized=normalized
+        )
     else:
-        transform = eval_transform or EvalTransform(size=size, crops=crops)
+        transform = eval_transform or EvalTransform(size=size, crops=crops, normalized=normalized)
     dataset = VideoDataset(
         annotations.records, clip=clip, transform=transform, train=train, num_clips=num_clips,
         bad_files=bad_files, backend=backend, seed=seed, max_pixels=max_pixels,
@@ -130,6 +135,8 @@ def build_loader(
     seed: int = 0,
     sampler: Sampler | None = None,
     collate_fn: Callable[[list[Any]], Any] = collate_clips,
+    pin_memory: bool | None = None,
+    item_bytes: int | None = None,
 ) -> DataLoader:
     """The DataLoader of every task: it shuffles per epoch (reproducibly from `seed`) when
     training, and keeps every item in order, once, when evaluating. `sampler` replaces the
@@ -139,6 +146,15 @@ def build_loader(
     In a distributed run (a torch.distributed process group is initialised) each process gets its
     share: a `ShuffleSampler` slice when training, a `ShardSampler` (no padding) when evaluating,
     so that every item is evaluated once in all.
+
+    Workers live as long as the loader (`persistent_workers`): starting them anew each epoch cost
+    seconds per epoch on small data sets. They still follow each epoch's randomness: a training
+    loader asks its dataset for `(epoch, index)` pairs (`EpochItems`), so a dataset with
+    `set_epoch` draws the epoch's clips and crops in the worker that loads the item. Batches are
+    collated into pinned memory when a GPU is present (`pin_memory`, default: CUDA is available),
+    so that the copy to the device can run without blocking. Each worker keeps
+    `prefetch_batches(num_workers, batch_size * item_bytes)` batches in flight (`item_bytes`: an
+    item's size, when known).
     """
     rank, world_size = process_group()
     if sampler is None and train:
@@ -146,6 +162,17 @@ def build_loader(
     elif sampler is None and world_size > 1:
         sampler = ShardSampler(len(dataset), rank=rank, world_size=world_size)
     share = len(sampler) if sampler is not None else len(dataset)
+    if isinstance(sampler, ShuffleSampler):
+        dataset, sampler = EpochItems(dataset), EpochSampler(sampler)
+    workers: dict[str, Any] = {}
+    if num_workers > 0:
+        batch_bytes = batch_size * item_bytes if item_bytes else None
+        workers = {
+            "persistent_workers": True,
+            "prefetch_factor": prefetch_batches(num_workers, batch_bytes),
+            # Workers decode; the main process runs the model. Each worker keeps to one thread.
+            "worker_init_fn": _one_thread,
+        }
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -153,11 +180,63 @@ def build_loader(
         num_workers=num_workers,
         collate_fn=collate_fn,
         drop_last=train and share > batch_size,
-        # Workers are made anew each epoch so they see the dataset's `set_epoch`.
-        persistent_workers=False,
-        # Workers decode; the main process runs the model. Each worker keeps to one thread.
-        worker_init_fn=_one_thread if num_workers > 0 else None,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        **workers,
     )
+
+
+# Batches in flight per worker: enough to ride out a slow video, few enough to bound memory.
+PREFETCH_BATCHES = 4
+PREFETCH_BYTES = 2 * 1024**3  # what all workers together may hold in flight
+
+
+def prefetch_batches(num_workers: int, batch_bytes: int | None = None) -> int:
+    """Batches each of `num_workers` workers loads ahead (DataLoader's `prefetch_factor`).
+
+    `PREFETCH_BATCHES` each (2 by default in torch: one slow decode then stalls the step), cut so
+    that all workers together hold at most `PREFETCH_BYTES` of batches of `batch_bytes`; at least
+    one each.
+    """
+    if num_workers < 1:
+        raise ValueError(f"prefetching needs at least one worker, got {num_workers}")
+    if not batch_bytes:
+        return PREFETCH_BATCHES
+    return max(1, min(PREFETCH_BATCHES, PREFETCH_BYTES // (num_workers * batch_bytes)))
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """`(epoch, index)` for each index of a `ShuffleSampler`, so that the item's epoch travels with
+    it to the (persistent) worker that loads it; `set_epoch` sets the shuffler's."""
+
+    def __init__(self, sampler: ShuffleSampler) -> None:
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.sampler.epoch
+        return ((epoch, index) for index in self.sampler)
+
+
+class EpochItems(Dataset):
+    """The items of `dataset` asked for as `(epoch, index)` (`EpochSampler`): the dataset's
+    `set_epoch` (when it has one) is called with the item's epoch in the process that loads it."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        epoch, index = item
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
 
 
 def _check_rank(rank: int, world_size: int) -> None:

@@ -4,6 +4,11 @@ Geometric transforms keep the uint8 frame layout and apply one box to every fram
 `normalize` turns a clip into the model layout `float32 (C, T, H, W)`. `TrainTransform` and
 `EvalTransform` chain them. Resampling is bilinear with antialiasing, done on all frames at once.
 
+Training on a GPU moves clips there as uint8 and normalises them on the device: the transforms
+with `normalized=False` stop at the model layout `uint8 (C, T, H, W)`, and `BatchNormalize` does
+the rest on a batch, wherever it is. Worker queues, pinned memory and the copy to the device then
+carry a quarter of the bytes of float32 clips.
+
 Horizontal flipping is off by default: some datasets' labels name a direction (move_left /
 move_right; SSv2 "pushing something from left to right"), and a flip would swap such a label.
 """
@@ -13,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -130,15 +135,59 @@ def hflip(clip: Tensor) -> Tensor:
 def normalize(clip: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """`uint8 (T, H, W, 3)` -> `float32 (C, T, H, W)` with `(x / 255 - mean) / std` per channel."""
     _check_clip(clip)
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"mean and std need one value per RGB channel, got {mean} and {std}")
-    if any(s <= 0 for s in std):
-        raise ValueError(f"std must be > 0 for every channel, got {std}")
+    _check_stats(mean, std)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)  # (C, 1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)  # (C, 1, 1, 1)
     x = clip.permute(3, 0, 1, 2)  # (C, T, H, W)
     x = x.to(torch.float32, memory_format=torch.contiguous_format)
     return x.div_(255.0).sub_(mean_t).div_(std_t)
+
+
+def model_layout(clip: Tensor) -> Tensor:
+    """`uint8 (T, H, W, 3)` -> `uint8 (C, T, H, W)`, contiguous: the model layout, not normalised
+    (`BatchNormalize` normalises it later, on the device)."""
+    _check_clip(clip)
+    return clip.permute(3, 0, 1, 2).contiguous()
+
+
+def _check_stats(mean: Sequence[float], std: Sequence[float]) -> None:
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean and std need one value per RGB channel, got {mean} and {std}")
+    if any(s <= 0 for s in std):
+        raise ValueError(f"std must be > 0 for every channel, got {std}")
+
+
+@dataclass(frozen=True)
+class BatchNormalize:
+    """Normalise a batch's uint8 clips where they lie (on the GPU after a uint8 copy):
+    `video uint8 (..., C, T, H, W)` -> `float32`, `(x / 255 - mean) / std` per channel, as
+    `normalize` computes it (equal within float32 rounding). A float `video` (already normalised)
+    passes through.
+
+    `channels_last`: 5-D batches come out in `channels_last_3d` memory (the layout a
+    channels-last model runs in), at no extra copy.
+    """
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        _check_stats(self.mean, self.std)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        video = batch.get("video")
+        if not isinstance(video, Tensor) or video.dtype != torch.uint8:
+            return batch
+        if video.ndim < 4 or video.shape[-4] != 3:
+            raise ValueError(f"expected uint8 clips (..., 3, T, H, W), got {tuple(video.shape)}")
+        layout = torch.channels_last_3d if self.channels_last and video.ndim == 5 else None
+        x = video.to(torch.float32, memory_format=layout or torch.contiguous_format)
+        # One multiply-add: x * 1 / (255 std) - mean / std.
+        scale = torch.tensor([1 / (255 * s) for s in self.std], device=x.device)
+        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], device=x.device)
+        shape = (3, 1, 1, 1)
+        return {**batch, "video": torch.addcmul(shift.view(shape), x, scale.view(shape), out=x)}
 
 
 @dataclass(frozen=True)
@@ -149,7 +198,8 @@ class TrainTransform:
     detail of a frame near the model's resolution whatever the source resolution; then a random
     resized crop (`scale`, `ratio`) to `size`, the same box for every frame; then, when `flip`, a
     horizontal flip with probability 1/2 (off by default: see the module docstring); then
-    `normalize` with `mean` and `std`.
+    `normalize` with `mean` and `std`, or, with `normalized=False`, `uint8 (C, T, size, size)` for
+    `BatchNormalize` to normalise on the device.
     """
 
     size: int
@@ -159,6 +209,7 @@ class TrainTransform:
     flip: bool = False
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    normalized: bool = True
 
     def __post_init__(self) -> None:
         _check_positive("size", self.size)
@@ -175,6 +226,8 @@ class TrainTransform:
         clip = random_resized_crop(clip, self.size, scale=self.scale, ratio=self.ratio, rng=rng)
         if self.flip and rng.random() < 0.5:
             clip = hflip(clip)
+        if not self.normalized:
+            return model_layout(clip)  # uint8 (C, T, size, size)
         return normalize(clip, self.mean, self.std)  # (C, T, size, size)
 
 
@@ -183,7 +236,8 @@ class EvalTransform:
     """Evaluation views: `uint8 (T, H, W, 3)` -> `float32 (crops, C, T, size, size)`.
 
     The short side is resized to `resize` (default `size`), then `crops` = 1 takes the centre crop
-    and `crops` = 3 the `three_crop` boxes; each view is normalised with `mean` and `std`.
+    and `crops` = 3 the `three_crop` boxes; each view is normalised with `mean` and `std` (with
+    `normalized=False`: left `uint8 (crops, C, T, size, size)` for `BatchNormalize`).
     """
 
     size: int
@@ -191,6 +245,7 @@ class EvalTransform:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     resize: int | None = None
+    normalized: bool = True
 
     def __post_init__(self) -> None:
         _check_positive("size", self.size)
@@ -202,6 +257,8 @@ class EvalTransform:
     def __call__(self, clip: Tensor) -> Tensor:
         clip = short_side_resize(clip, self.resize or self.size)  # (T, H', W', 3)
         views = [center_crop(clip, self.size)] if self.crops == 1 else three_crop(clip, self.size)
+        if not self.normalized:
+            return torch.stack([model_layout(v) for v in views])  # uint8 (V, C, T, S, S)
         return torch.stack([normalize(v, self.mean, self.std) for v in views])  # (V, C, T, S, S)
 
 

@@ -37,6 +37,7 @@ from tubelet.engine.checkpoint import (
     save_spec,
     save_trainer_state,
 )
+from tubelet.engine.prefetch import DeviceBatches, Prepare, has_clips
 from tubelet.engine.progress import TrainProgress
 from tubelet.engine.run import RunDir, seed_everything
 from tubelet.models.spec import ModelSpec
@@ -86,6 +87,9 @@ class RuntimeConfig:
     per model). `compile`: `torch.compile` the model in place with `compile_backend` ("inductor"
     generates kernels; "aot_eager" only traces, for debugging). `parallel`: how several processes
     share the model, "ddp" (a copy each) or "fsdp" (parameters, gradients and optimizer state sharded).
+    `cudnn_benchmark`: on a GPU, let cuDNN time its convolution algorithms for the first batch of
+    each shape and keep the fastest (training clips have one shape; the last evaluation batch may
+    add one more).
     """
 
     grad_checkpointing: bool = False
@@ -93,6 +97,7 @@ class RuntimeConfig:
     compile: bool = False
     compile_backend: str = "inductor"
     parallel: str = "ddp"
+    cudnn_benchmark: bool = True
 
     def __post_init__(self) -> None:
         if self.parallel not in dist.PARALLEL:
@@ -128,6 +133,11 @@ class Trainer:
     replaces the default AdamW parameter groups (each may set its own "lr", which the schedule
     scales; e.g. layer-wise decay in `tubelet.jobs.finetune`).
 
+    The data path keeps the device busy: each batch is copied to the device one step ahead and
+    prepared there by `prepare` (e.g. uint8 clips normalised: `tubelet.data.transforms.
+    BatchNormalize`), see `tubelet.engine.prefetch`. The host waits for the device only to read the
+    running loss, every `sync_every` batches and at the end of an epoch.
+
     `self.model` is the user's module (what is saved); `self.train_model` is what runs the training
     forward (the module, or its DDP wrapper). In a process group (`init_distributed()` is called
     here, so `torchrun` is enough) each process seeds torch with the current seed plus its rank.
@@ -149,12 +159,18 @@ class Trainer:
         show_progress: bool = True,
         runtime: RuntimeConfig | None = None,
         groups: list[dict[str, Any]] | None = None,
+        prepare: Prepare | None = None,
+        sync_every: int = 25,
     ) -> None:
+        if sync_every < 1:
+            raise ValueError(f"sync_every must be at least 1, got {sync_every}")
         self.env = dist.init_distributed()
         self.runtime = runtime or RuntimeConfig()
         self.device = device or dist.default_device(self.env)
         if self.env.world_size > 1:
             seed_everything(torch.initial_seed() + self.env.rank)
+        if self.device.type == "cuda" and self.runtime.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
         self.fsdp = self.env.world_size > 1 and self.runtime.parallel == "fsdp"
         if self.fsdp:
             sharded.check_supported()
@@ -165,6 +181,8 @@ class Trainer:
         self.task = task
         self.train_loader = train_loader
         self.val_loader = val_loader
+        self.prepare = prepare
+        self.sync_every = sync_every
         self.config = config
         self.run = run
         self.spec = spec
@@ -174,9 +192,12 @@ class Trainer:
         if groups is not None and self.fsdp:
             raise ValueError("parameter groups of the unsharded model cannot be used with FSDP")
         # After wrapping: FSDP replaces the parameters by sharded ones.
+        # Fused on a GPU: one kernel for the whole update, its step count on the device (no host
+        # reads). FSDP's sharded parameters take the default (foreach) implementation.
         self.optimizer = torch.optim.AdamW(
-            groups or param_groups(self.model, config.weight_decay), lr=config.lr
-        )
+            groups or param_groups(self.model, config.weight_decay), lr=config.lr,
+            fused=self.device.type == "cuda" and not self.fsdp or None,
+        )  # fmt: skip
         self.scaler = grad_scaler(self.device, config.precision)
         self.steps_per_epoch = math.ceil(len(train_loader) / config.accumulate)
         total = config.epochs * self.steps_per_epoch
@@ -240,31 +261,35 @@ class Trainer:
                 obj.set_epoch(self.epoch)
         accumulate = self.config.accumulate
         num_batches = len(self.train_loader)
+        # The summed loss stays on the device; the host reads it every `sync_every` batches only.
+        loss_total = torch.zeros((), device=self.device)
         loss_sum, loss_count, clips, wait = 0.0, 0, 0, 0.0
         start = time.perf_counter()
         task_id = progress.start_epoch(self.epoch + 1, self.config.epochs, num_batches)
         self.optimizer.zero_grad(set_to_none=True)
-        for i, (batch, waited) in enumerate(_timed(self.train_loader)):
+        batches = DeviceBatches(self.train_loader, self.device, self.prepare)
+        for i, (batch, waited) in enumerate(batches):
             wait += waited
             self._note_bad(batch, "train")
             # The last group of an epoch may hold fewer than `accumulate` batches.
             group = min(accumulate, num_batches - (i // accumulate) * accumulate)
             sync = (i + 1) % accumulate == 0 or i + 1 == num_batches
-            has_batch = batch.get("video", ()) is not None
+            has_batch = has_clips(batch)
             by_hand = self._must_sync_by_hand(has_batch, sync)
             if has_batch:
-                batch = self._to_device(batch)
                 with self._no_sync(not sync or by_hand):
                     with self._autocast():
                         loss = self.task.loss(self.train_model, batch)
                     self.scaler.scale(loss / group).backward()
-                loss_sum += loss.item()
+                loss_total += loss.detach()
                 loss_count += 1
                 clips += batch_size(batch)
             if by_hand:
                 dist.all_reduce_gradients(self.model)
             if sync:
                 self._step()
+            if (i + 1) % self.sync_every == 0 or i + 1 == num_batches:
+                loss_sum = loss_total.item()
             elapsed = time.perf_counter() - start
             progress.update(
                 task_id, loss=loss_sum / max(1, loss_count), clips_per_s=clips / elapsed,
@@ -340,6 +365,7 @@ class Trainer:
         return evaluate_loader(
             self.model, self.task, loader, device=self.device, precision=self.config.precision,
             progress=progress, bad_files=self.bad_files, split=split, lockstep=self.fsdp,
+            prepare=self.prepare,
         )  # fmt: skip
 
     # -- state ---------------------------------------------------------------------------------------
@@ -444,9 +470,6 @@ class Trainer:
     def _note_bad(self, batch: dict[str, Any], split: str) -> None:
         note_bad_files(self.bad_files, batch, split)
 
-    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return to_device(batch, self.device)
-
     def _autocast(self) -> AbstractContextManager:
         return autocast(self.device, self.config.precision)
 
@@ -463,9 +486,11 @@ def evaluate_loader(
     bad_files: dict[str, dict[str, str]] | None = None,
     split: str = "val",
     lockstep: bool = False,
+    prepare: Prepare | None = None,
 ) -> dict[str, Any]:
     """One evaluation pass of `model` over `loader`: the task's metrics. Unreadable videos are
-    recorded in `bad_files` (path -> reason, split).
+    recorded in `bad_files` (path -> reason, split). `prepare` runs on each batch on the device
+    (see `Trainer`).
 
     In several processes each evaluates its share of the videos (the loaders of `build_loader` shard
     without padding) and the meters are merged, so every video counts once and the metrics equal one
@@ -481,11 +506,11 @@ def evaluate_loader(
     last = None
     seen: dict[str, dict[str, str]] = {} if bad_files is None else bad_files
     evaluated = 0
-    for batch, _ in _timed(loader):
+    for batch, _ in DeviceBatches(loader, device, prepare):
         note_bad_files(seen, batch, split)
-        if batch.get("video", ()) is not None:
+        if has_clips(batch):
             evaluated += 1
-            last = to_device(batch, device)
+            last = batch
             with autocast(device, precision):
                 task.evaluate_batch(model, last, meter)
         elif lockstep:
@@ -534,14 +559,6 @@ def note_bad_files(seen: dict[str, dict[str, str]], batch: dict[str, Any], split
 def batch_size(batch: dict[str, Any]) -> int:
     """The number of samples in a batch: the first dimension of its first tensor."""
     return next(len(v) for v in batch.values() if isinstance(v, torch.Tensor))
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """The batch with its tensors on `device`."""
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-        for k, v in batch.items()
-    }
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
@@ -659,15 +676,3 @@ def _load_full_state(
         ],
     }
     set_optimizer_state_dict(model, optimizer, by_name, options=options)
-
-
-def _timed(loader: Iterable[Any]) -> Iterator[tuple[Any, float]]:
-    """Yield each batch with the seconds spent waiting for it."""
-    iterator = iter(loader)
-    while True:
-        start = time.perf_counter()
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        yield batch, time.perf_counter() - start

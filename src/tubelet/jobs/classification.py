@@ -19,6 +19,7 @@ from tubelet.convert.published import published_use
 from tubelet.data import ClipSpec, build_dataset, build_loader
 from tubelet.data.sampling import temporal_views
 from tubelet.data.synthetic import ensure_synthetic_dataset
+from tubelet.data.transforms import BatchNormalize
 from tubelet.engine.checkpoint import find_checkpoint, load_model
 from tubelet.engine.progress import TrainProgress
 from tubelet.engine.trainer import Trainer, evaluate_loader
@@ -54,7 +55,9 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     run = open_run(job, {**jsonable(job), "data": str(data_root)})
 
     clip = ClipSpec(frames=job.frames, sampling=job.sampling, stride=job.stride)
-    common = {"clip": clip, "size": job.size, "bad_files": job.bad_files, "seed": job.seed}
+    # Clips stay uint8 until they reach the device (`prepare` below normalises them there).
+    common = {"clip": clip, "size": job.size, "bad_files": job.bad_files, "seed": job.seed,
+              "normalized": False}  # fmt: skip
     train_set, annotations = build_dataset(data_root, "train", train=True, flip=job.flip, **common)
     val_set, _ = build_dataset(
         data_root, "val", train=False, classes=annotations.classes, **common
@@ -95,23 +98,19 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         model_args=architecture_args(job.model, model_args),
         task="classification",
         classes=annotations.classes,
-        preprocessing=clip_preprocessing(job),
+        preprocessing=(pre := clip_preprocessing(job)),
         source=WeightsSource(data=str(data_root)),
         task_args={"reversal_pairs": [list(p) for p in annotations.reversal_pairs]},
     )
     task = ClassificationTask(num_classes, job.label_smoothing, annotations.reversal_pairs)
-    loaders = {
-        "train_loader": build_loader(
-            train_set, batch_size=job.batch_size, train=True, num_workers=job.workers, seed=job.seed
-        ),
-        "val_loader": build_loader(
-            val_set, batch_size=job.batch_size, train=False, num_workers=job.workers, seed=job.seed
-        ),
-    }
-    optim = optim_config(job)
+    loader_args = {"batch_size": job.batch_size, "num_workers": job.workers, "seed": job.seed,
+                   "item_bytes": 3 * job.frames * job.size**2}  # a uint8 clip  # fmt: skip
     trainer = Trainer(
-        model, task, config=optim, run=run, spec=spec, show_progress=show_progress,
-        runtime=runtime_config(job), groups=groups, **loaders,
+        model, task, config=optim_config(job), run=run, spec=spec, show_progress=show_progress,
+        runtime=runtime_config(job), groups=groups,
+        train_loader=build_loader(train_set, train=True, **loader_args),
+        val_loader=build_loader(val_set, train=False, **loader_args),
+        prepare=BatchNormalize(pre.mean, pre.std, channels_last=job.channels_last),
     )  # fmt: skip
     return trainer.fit()
 

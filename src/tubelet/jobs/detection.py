@@ -36,8 +36,9 @@ from tubelet.data.untrimmed import (
     read_detection_annotations,
 )
 from tubelet.engine.checkpoint import find_checkpoint, load_model
+from tubelet.engine.prefetch import to_device
 from tubelet.engine.progress import TrainProgress
-from tubelet.engine.trainer import Trainer, to_device
+from tubelet.engine.trainer import Trainer
 from tubelet.jobs.common import TrainJob, jsonable, open_run, optim_config, runtime_config
 from tubelet.models import architecture_args, create_model
 from tubelet.models.actionformer import DETECTION_MODELS, WindowClassifier
