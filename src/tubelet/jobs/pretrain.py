@@ -17,7 +17,7 @@ from torchvision.utils import save_image
 from tubelet.data import ClipSpec, VideoDataset, VideoRecord, build_loader, read_annotations
 from tubelet.data.annotations import VIDEO_SUFFIXES, EmptySplitError, hold_out
 from tubelet.data.synthetic import ensure_synthetic_dataset
-from tubelet.data.transforms import EvalTransform, TrainTransform
+from tubelet.data.transforms import BatchNormalize, EvalTransform, TrainTransform
 from tubelet.engine.trainer import OptimConfig, Trainer
 from tubelet.jobs.common import (
     Progress,
@@ -75,27 +75,28 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     common = {"clip": clip, "bad_files": job.bad_files, "seed": job.seed}
     train_set = VideoDataset(
         unlabeled_records(data_root, "train"), train=True,
-        transform=TrainTransform(size=job.size, flip=job.flip is not False), **common,
+        transform=TrainTransform(size=job.size, flip=job.flip is not False, normalized=False),
+        **common,
     )  # fmt: skip
     val_set = VideoDataset(
         unlabeled_records(data_root, "val"), train=False,
-        transform=EvalTransform(size=job.size), **{**common, "bad_files": "skip"},
+        transform=EvalTransform(size=job.size, normalized=False),
+        **{**common, "bad_files": "skip"},
     )  # fmt: skip
     spec = ModelSpec(
         model=job.model,
         model_args=architecture_args(job.model, dict(job.model_args)),
         task="pretrain",
-        preprocessing=clip_preprocessing(job),
+        preprocessing=(pre := clip_preprocessing(job)),
         source=WeightsSource(data=str(data_root)),
     )
+    loader_args = {"batch_size": job.batch_size, "num_workers": job.workers, "seed": job.seed,
+                   "item_bytes": 3 * job.frames * job.size**2}  # a uint8 clip  # fmt: skip
     loaders = {
-        "train_loader": build_loader(
-            train_set, batch_size=job.batch_size, train=True, num_workers=job.workers, seed=job.seed
-        ),
-        "val_loader": build_loader(
-            val_set, batch_size=job.batch_size, train=False, num_workers=job.workers, seed=job.seed
-        ),
+        "train_loader": build_loader(train_set, train=True, **loader_args),
+        "val_loader": build_loader(val_set, train=False, **loader_args),
     }
+    normalize = BatchNormalize(pre.mean, pre.std, channels_last=job.channels_last)
     optim = OptimConfig(
         epochs=job.epochs, lr=job.lr, weight_decay=job.weight_decay,
         warmup_epochs=job.warmup_epochs, accumulate=job.accumulate, precision=job.precision,
@@ -103,14 +104,15 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     trainer = Trainer(
         model, MaskedVideoTask(seed=job.seed), config=optim, run=run, spec=spec,
         show_progress=show_progress, monitor="loss", minimize=True, runtime=runtime_config(job),
-        **loaders,
+        prepare=normalize, **loaders,
     )  # fmt: skip
     summary = trainer.fit()
     # A sharded model's forward gathers its weights from every process: all of them draw it.
     if trainer.env.is_main or trainer.fsdp:
         png = save_reconstructions(
-            model, val_set, run.root / PNG_NAME, seed=job.seed, write=trainer.env.is_main
-        )
+            model, val_set, run.root / PNG_NAME, seed=job.seed, write=trainer.env.is_main,
+            prepare=normalize,
+        )  # fmt: skip
         summary["reconstruction_png"] = str(png)
         run.write_summary(summary)
     return summary
@@ -143,15 +145,18 @@ def save_reconstructions(
     clips: int = 4,
     seed: int = 0,
     write: bool = True,
+    prepare: BatchNormalize | None = None,
 ) -> Path:
     """Write a PNG of `clips` validation clips (original / masked / reconstruction rows); with
-    `write=False` only run the model (a process of a sharded model that is not rank 0)."""
+    `write=False` only run the model (a process of a sharded model that is not rank 0).
+    `prepare` normalises the dataset's clips when it leaves them uint8."""
     items = [dataset[i] for i in range(min(clips, len(dataset)))]
     videos = [item["video"][0] for item in items if item["video"] is not None]  # first view
     if not videos:
         raise ValueError(f"no readable validation video to draw {path.name} from")
     device = next(model.parameters()).device
-    frames = reconstruction_rows(model, torch.stack(videos).to(device), seed=seed)
+    batch = {"video": torch.stack(videos).to(device)}
+    frames = reconstruction_rows(model, (prepare(batch) if prepare else batch)["video"], seed=seed)
     if write:
         save_image(frames, str(path), nrow=videos[0].shape[1], padding=1, pad_value=1.0)
     return path
