@@ -54,7 +54,7 @@ def test_vae_then_latent_dit_then_samples(tiny_dataset, tmp_path):
 
     bad = tmp_path / "bad"
     result = invoke("train", "--task", "generation", "--data", tiny_dataset, *COMMON,
-                    "--model", "wan_dit", *DIT, "-m", "objective=ddpm", "--out", bad)  # fmt: skip
+                    "--model", "wan_dit", *DIT, "-t", "objective=ddpm", "--out", bad)  # fmt: skip
     assert result.exit_code == 2 and "flow matching" in result.output
 
 

@@ -114,3 +114,21 @@ def test_predict_on_a_broken_file_names_it(tmp_path):
     result = invoke("predict", bad, "--checkpoint", run)
     assert result.exit_code == 2
     assert "no checkpoint in" in result.output
+
+
+def test_an_option_the_task_does_not_read_is_refused(tmp_path):
+    train = ["train", "--out", str(tmp_path / "run")]
+    for options, message in [
+        (["--task", "flow", "--frames", "4"], "--frames is not used by --task flow"),
+        (
+            ["--task", "flow", "--head", "linear"],
+            "--head is for --task classification, not --task flow",
+        ),
+        (["--task", "detection", "--features", "f"], "--features is for --task classification"),
+        (["--task", "generation", "--init", "r"], "--init is for --task classification or flow"),
+        (["--lora-rank", "4"], "--lora-rank is for --task generation, not --task classification"),
+        (["--features", "f", "--size", "64"], "--size is not used by a head on cached features"),
+    ]:
+        result = runner.invoke(app, [*train, *options])
+        assert result.exit_code == 2 and message in result.output, (options, result.output)
+    assert not (tmp_path / "run").exists()

@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 from tubelet import jobs
 from tubelet.engine.checkpoint import save_model
 from tubelet.jobs import TrainJob, classification
+from tubelet.jobs.common import ClassificationSettings, FlowSettings
 from tubelet.models import create_model
 from tubelet.models.spec import ModelSpec
 
@@ -49,10 +50,13 @@ def test_evaluation_refuses_data_with_other_classes(tiny_dataset, tmp_path):
         classification.evaluate(tmp_path / "run", data=other, workers=0, show_progress=False)
 
 
-def test_init_is_refused_where_no_task_uses_it(tmp_path):
-    job = TrainJob(out=tmp_path / "run", task="generation", model="video_unet", init=tmp_path)
-    with pytest.raises(ValueError, match="not --task generation: leave --init out"):
-        jobs.train(job, show_progress=False)
+def test_a_task_takes_its_own_settings_only(tmp_path):
+    own = ClassificationSettings(init=tmp_path)
+    with pytest.raises(ValueError, match="--task generation takes GenerationSettings, not Class"):
+        TrainJob(out=tmp_path / "run", task="generation", model="video_unet", settings=own)
+    with pytest.raises(ValueError, match="--task pretrain has no settings of its own"):
+        TrainJob(out=tmp_path / "run", task="pretrain", settings=own)
+    assert TrainJob(out=tmp_path / "run", task="flow").settings == FlowSettings()
     with pytest.raises(ValueError, match="unknown task 'segmentation'"):
         jobs.train(
             TrainJob(out=tmp_path / "run", task="segmentation", model="x"), show_progress=False

@@ -64,8 +64,7 @@ def test_resume_refuses_other_settings_and_baseline_trains(setup):
     _, _, features, job, _ = setup
     with pytest.raises(ValueError, match="other settings"):
         train(TrainJob(**{**job.__dict__, "lr": 0.5}), show_progress=False)
-    # `--features FEATS` names the same folder as `--data FEATS` for detection.
-    baseline = TrainJob(out=job.out.parent / "baseline", task="detection", features=features,
+    baseline = TrainJob(out=job.out.parent / "baseline", task="detection", data=features,
                         model="window_classifier", epochs=1, batch_size=2)  # fmt: skip
     summary = train(baseline, show_progress=False)
     assert summary["model"] == "window_classifier" and "val_mAP@0.5" in summary

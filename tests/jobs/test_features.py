@@ -9,6 +9,7 @@ from tubelet import jobs
 from tubelet.data.features import FeatureWriter
 from tubelet.engine.checkpoint import load_model
 from tubelet.jobs import TrainJob
+from tubelet.jobs.common import ClassificationSettings
 
 CLASSES = ["forward", "backward"]
 
@@ -43,7 +44,8 @@ def toy_features(tmp_path):
 def _job(out, features, **kw):
     settings = dict(model="frame_transformer", model_args={"dim": 16, "num_heads": 2, "max_len": 16},
                     frames=6, epochs=8, batch_size=8, lr=3e-3, warmup_epochs=0.5)  # fmt: skip
-    return TrainJob(out=out, features=features, **{**settings, **kw})
+    own = ClassificationSettings(features=features)
+    return TrainJob(out=out, settings=own, **{**settings, **kw})
 
 
 def test_transformer_learns_what_mean_pooling_cannot(toy_features, tmp_path):
@@ -68,8 +70,8 @@ def test_bad_settings(toy_features, tmp_path):
     with pytest.raises(ValueError, match="cannot build r3d_18 on features"):
         jobs.train(_job(tmp_path / "a", toy_features, model="r3d_18", model_args={}),
                    show_progress=False)  # fmt: skip
-    with pytest.raises(ValueError, match="classification only"):
-        jobs.train(_job(tmp_path / "b", toy_features, task="flow"), show_progress=False)
+    with pytest.raises(ValueError, match="--task flow takes FlowSettings, not ClassificationSet"):
+        _job(tmp_path / "b", toy_features, task="flow")  # features are classification's
     with pytest.raises(FileNotFoundError, match="no features"):
         jobs.train(_job(tmp_path / "c", tmp_path), show_progress=False)
 

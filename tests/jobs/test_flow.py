@@ -33,7 +33,7 @@ def test_train_resume_and_use(tmp_path, monkeypatch, video):
     monkeypatch.setattr(flow_job, "SYNTHETIC_VAL_PAIRS", 2)
     job = TrainJob(
         out=tmp_path / "run", task="flow", model="raft_small",
-        task_settings=FlowSettings(updates=2), size=64, epochs=1, batch_size=2, workers=0,
+        settings=FlowSettings(updates=2), size=64, epochs=1, batch_size=2, workers=0,
     )  # fmt: skip
     summary = train(job, show_progress=False)
     assert summary["epochs"] == 1 and summary["val_epe"] > 0

@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from tubelet.io import VideoReader
 from tubelet.jobs import TrainJob, check_task, default_model
-from tubelet.jobs.common import DiffusionSettings
+from tubelet.jobs.common import GenerationSettings
 from tubelet.jobs.generation import (
     generate,
     grid,
@@ -25,7 +25,7 @@ def job(out, data, **kwargs):
     settings = dict(
         out=out, task="generation", data=data, model="video_unet",
         model_args=TINY_UNET, frames=4, size=16,
-        task_settings=DiffusionSettings(ema_decay=0.9, prediction="epsilon"),
+        settings=GenerationSettings(ema_decay=0.9, prediction="epsilon"),
         epochs=1, batch_size=4, lr=2e-3, workers=0, sampling="dense", stride=2,
     )  # fmt: skip
     return TrainJob(**{**settings, **kwargs})

@@ -53,6 +53,7 @@ PROBES = {"attentive": "attentive_probe", "linear": "frame_mean"}
 
 @app.command(short_help="Train a model (any task); resumes an interrupted run.")
 def train(
+    ctx: typer.Context,
     data: Annotated[
         Path | None, typer.Option(help="Data folder; built-in synthetic set if absent.")
     ] = None,
@@ -132,16 +133,32 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Train a model (action recognition by default); resumes the run in --out if interrupted."""
+    """Train a model (action recognition by default); resumes the run in --out if interrupted.
+
+    The run settings are every task's; --task-arg KEY=VALUE sets the task's own (flow: updates;
+    generation: see docs/generation.md; autoencoder: kl_weight; classification: label_smoothing
+    and the options --init ... --layer-decay). An option the task does not read is refused."""
     from tubelet.engine.distributed import launched_rank
-    from tubelet.jobs import TrainJob, default_model, default_workers
+    from tubelet.jobs import TrainJob, check_options, default_model, default_workers
     from tubelet.jobs import train as train_job
-    from tubelet.jobs.common import split_task_args, task_settings
+    from tubelet.jobs.common import job_settings
     from tubelet.jobs.finetune import pretrained_classifier
     from tubelet.jobs.probe import clip_defaults
 
     if head is not None and head not in PROBES:
         raise typer.BadParameter(f"--head must be one of {', '.join(PROBES)}, not {head!r}")
+    given = [k for k in ctx.params if _given(ctx, k)]
+    run_job(lambda: check_options(task, given, features=features is not None))
+    options = {
+        "init": init, "features": features, "checkpoint": checkpoint,
+        "checkpoint_format": checkpoint_format, "head": None if features is not None else head,
+        "freeze_backbone": freeze_backbone, "layer_decay": layer_decay, "lora_rank": lora_rank,
+    }  # fmt: skip
+    model_args, settings = run_job(
+        lambda: job_settings(
+            task, parse_model_args(model_arg), parse_model_args(task_arg, "-t"), options
+        )
+    )
     if model is None and features is not None and task == "classification":
         # the default head on cached features; a probe when --head names one
         model = PROBES[head] if head else "frame_transformer"
@@ -152,20 +169,13 @@ def train(
     frames, size = run_job(
         lambda: clip_defaults(model, checkpoint, checkpoint_format, frames=frames, size=size)
     )
-    model_args, old = split_task_args(task, parse_model_args(model_arg))
-    if old:  # commands written before task settings had their option
-        pairs = " ".join(f"--task-arg {k}={v}" for k, v in old.items())
-        err.print(f"note: task settings go in --task-arg now: {pairs}", soft_wrap=True)
-    settings = run_job(lambda: task_settings(task, {**old, **parse_model_args(task_arg, "-t")}))
     job = TrainJob(
         out=out or Path("runs") / model,
         task=task,
         data=data,
         model=model,
         model_args=model_args,
-        task_settings=settings,
-        init=init,
-        features=features,
+        settings=settings,
         frames=frames,
         sampling=sampling,
         stride=stride,
@@ -179,16 +189,10 @@ def train(
         channels_last=channels_last,
         compile=compile,
         fsdp=fsdp,
-        lora_rank=lora_rank,
         flip=flip,
         bad_files=bad_files,
         workers=default_workers() if workers is None else workers,
         seed=seed,
-        checkpoint=checkpoint,
-        checkpoint_format=checkpoint_format,
-        head=None if features is not None else head,
-        freeze_backbone=freeze_backbone,
-        layer_decay=layer_decay,
         log=log,
     )
     summary = run_job(lambda: train_job(job, on_data=data_bar()))
@@ -510,6 +514,12 @@ def data_validate(
     if report is not None:
         console.print(f"Wrote {report}")
     raise typer.Exit(1)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was written on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"  # typer may ship its own click
 
 
 def _most_common(counts: Any) -> str:

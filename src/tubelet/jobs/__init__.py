@@ -1,12 +1,15 @@
 """The jobs behind the commands: one module per task, each wiring data, model, task and loaders
 for the generic trainer in `tubelet.engine`.
 
-Every training task's module has `DEFAULT_MODEL` and `train(job, *, show_progress, on_data) ->
-summary`; `TASKS` maps each `tubelet train --task NAME` to its module.
+Every training task's module has `DEFAULT_MODEL`, `UNUSED` (the run settings it does not read)
+and `train(job, *, show_progress, on_data) -> summary`; `TASKS` maps each `tubelet train --task
+NAME` to its module. A job is the shared run settings (`TrainJob`) with the task's own typed
+settings (`TASK_SETTINGS`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import ModuleType
 
 from tubelet.data.synthetic import ensure_synthetic_dataset
@@ -15,12 +18,18 @@ from tubelet.jobs import (
     autoencoder,
     classification,
     detection,
-    features,
     flow,
     generation,
     pretrain,
 )
-from tubelet.jobs.common import Progress, TrainJob, default_workers, hold_run
+from tubelet.jobs import features as features_job
+from tubelet.jobs.common import (
+    ClassificationSettings,
+    Progress,
+    TrainJob,
+    default_workers,
+    hold_run,
+)
 
 TASKS: dict[str, ModuleType] = {
     "autoencoder": autoencoder,
@@ -31,7 +40,9 @@ TASKS: dict[str, ModuleType] = {
     "pretrain": pretrain,
 }
 
-__all__ = ["TASKS", "TrainJob", "check_task", "default_model", "default_workers", "train"]
+__all__ = [
+    "TASKS", "TrainJob", "check_options", "check_task", "default_model", "default_workers", "train"
+]  # fmt: skip
 
 
 def check_task(task: str) -> str:
@@ -46,6 +57,16 @@ def default_model(task: str) -> str:
     return TASKS[check_task(task)].DEFAULT_MODEL
 
 
+def check_options(task: str, given: Iterable[str], *, features: bool = False) -> None:
+    """Refuse, naming the option, a setting in `given` (run or task settings, by field name) that
+    the job of `task` does not read (`features`: a head trained on cached features)."""
+    unused = features_job.UNUSED if features else TASKS[check_task(task)].UNUSED
+    for name in given:
+        if name in unused:
+            what = "a head on cached features (--features)" if features else f"--task {task}"
+            raise ValueError(f"--{name.replace('_', '-')} is not used by {what}: leave it out")
+
+
 def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None = None) -> dict:
     """Train (or resume) the run in `job.out` with the job of `job.task`; return its summary.
 
@@ -54,19 +75,10 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     # Under torchrun: join the process group before loaders are built (they shard by rank).
     distributed = init_distributed().world_size > 1
     with hold_run(job.out):
-        # Cached features train a classification head; only detection reads them itself.
-        if job.features is not None and job.task != "detection":
-            return features.train(job, show_progress=show_progress)
         module = TASKS[check_task(job.task)]
-        if job.init is not None and job.task not in ("classification", "flow"):
-            raise ValueError(
-                f"--init starts classification (from a pretrain run) or flow (from a flow run), "
-                f"not --task {job.task}: leave --init out"
-            )
-        if job.lora_rank is not None and job.task != "generation":
-            raise ValueError(
-                f"--lora-rank trains adapters of a generation model, not --task {job.task}"
-            )
+        # Cached features train a classification head (`tubelet.jobs.features`).
+        if isinstance(job.settings, ClassificationSettings) and job.settings.features is not None:
+            return features_job.train(job, show_progress=show_progress)
         # Under torchrun, rank 0 alone writes the built-in dataset.
         if distributed and job.data is None:
             main_first(lambda: ensure_synthetic_dataset(progress=on_data))

@@ -2,25 +2,27 @@
 clips scaled to [-1, 1], whole frames resized to `--size`, as the generation job reads them, so
 that its latents can serve `tubelet train --task generation -t vae=RUN`.
 
-`-m kl_weight=1e-3` is the KL term's weight (per pixel); the best checkpoint is the epoch with the
-lowest validation L1 reconstruction error.
+`-t kl_weight=1e-3` (`AutoencoderSettings`) is the KL term's weight (per pixel); the best checkpoint
+is the epoch with the lowest validation L1 reconstruction error.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from tubelet.data.synthetic import ensure_synthetic_dataset
 from tubelet.engine.trainer import Trainer
 from tubelet.jobs.common import (
+    AutoencoderSettings,
     Progress,
     TrainJob,
+    builder_args,
     clip_preprocessing,
     jsonable,
     open_run,
     optim_config,
     runtime_config,
+    settings_of,
 )
 from tubelet.jobs.generation import clip_loaders
 from tubelet.models import architecture_args, create_model, model_kind
@@ -29,6 +31,7 @@ from tubelet.normalization import SIGNED_MEAN, SIGNED_STD
 from tubelet.tasks.autoencoder import AutoencoderTask
 
 DEFAULT_MODEL = "wan_vae"
+UNUSED: tuple[str, ...] = ()  # the run settings this job does not read
 
 
 def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None = None) -> dict:
@@ -39,8 +42,8 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         )
     data_root = Path(job.data) if job.data else ensure_synthetic_dataset(progress=on_data)
     run = open_run(job, {**jsonable(job), "data": str(data_root)})
-    model_args: dict[str, Any] = dict(job.model_args)
-    task = AutoencoderTask(float(model_args.pop("kl_weight", 1e-3)))
+    model_args = builder_args(job)
+    task = AutoencoderTask(settings_of(job, AutoencoderSettings).kl_weight)
     model = create_model(job.model, **model_args)
     train_loader, val_loader, classes = clip_loaders(job, data_root)
     spec = ModelSpec(

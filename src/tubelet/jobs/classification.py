@@ -26,6 +26,7 @@ from tubelet.engine.trainer import Trainer, evaluate_loader
 from tubelet.io import VideoReader
 from tubelet.io.reader import MAX_PIXELS
 from tubelet.jobs.common import (
+    ClassificationSettings,
     Progress,
     TrainJob,
     clip_preprocessing,
@@ -35,6 +36,7 @@ from tubelet.jobs.common import (
     open_run,
     optim_config,
     runtime_config,
+    settings_of,
 )
 from tubelet.jobs.finetune import finetune_groups, init_model_args
 from tubelet.jobs.probe import freeze_backbone, layer_decay_groups, start_from_checkpoint
@@ -43,6 +45,7 @@ from tubelet.models.spec import ModelSpec, Preprocessing, WeightsSource
 from tubelet.tasks import ClassificationTask
 
 DEFAULT_MODEL = "r2plus1d_18"
+UNUSED: tuple[str, ...] = ()  # the run settings this job does not read
 
 
 def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None = None) -> dict:
@@ -51,6 +54,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     A run folder that holds a run with other settings is refused (only `epochs` may grow); one that
     finished all its epochs returns its summary without training.
     """
+    own = settings_of(job, ClassificationSettings)
     data_root = Path(job.data) if job.data else ensure_synthetic_dataset(progress=on_data)
     run = open_run(job, {**jsonable(job), "data": str(data_root)})
 
@@ -64,34 +68,34 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     )  # labels by the training split's class names
     num_classes = len(annotations.classes)
     model_args = {**job.model_args, "num_classes": num_classes}
-    if job.head is not None:
-        model_args["head"] = job.head
-    if job.init:  # the encoder's shape comes from the pre-training run
-        model_args = {**init_model_args(job.init, job.model), **model_args}
-    if job.checkpoint is not None:  # published weights; the architecture from the checkpoint
+    if own.head is not None:
+        model_args["head"] = own.head
+    if own.init:  # the encoder's shape comes from the pre-training run
+        model_args = {**init_model_args(own.init, job.model), **model_args}
+    if own.checkpoint is not None:  # published weights; the architecture from the checkpoint
         model, model_args = start_from_checkpoint(
-            job.model, job.checkpoint, job.checkpoint_format, num_classes=num_classes,
+            job.model, own.checkpoint, own.checkpoint_format, num_classes=num_classes,
             model_args={k: v for k, v in model_args.items() if k != "num_classes"},
-            new_head=job.freeze_backbone,  # a probe trains a head of its own
+            new_head=own.freeze_backbone,  # a probe trains a head of its own
         )  # fmt: skip
     else:
         try:
             model = create_model(job.model, **model_args)
         except TypeError:
-            if job.head is None:
+            if own.head is None:
                 raise
             raise ValueError(
                 f"--head: {job.model} has no choice of head; it applies to vjepa2_* and "
                 "videoprism_b / videoprism_l"
             ) from None
     groups = None
-    if job.freeze_backbone:
+    if own.freeze_backbone:
         freeze_backbone(model)
-    if job.init:  # its weights, a new head, layer-wise learning-rate decay
-        groups = finetune_groups(model, job.init, lr=job.lr, weight_decay=job.weight_decay)
-    elif job.layer_decay is not None:
+    if own.init:  # its weights, a new head, layer-wise learning-rate decay
+        groups = finetune_groups(model, own.init, lr=job.lr, weight_decay=job.weight_decay)
+    elif own.layer_decay is not None:
         groups = layer_decay_groups(
-            model, lr=job.lr, weight_decay=job.weight_decay, decay=job.layer_decay
+            model, lr=job.lr, weight_decay=job.weight_decay, decay=own.layer_decay
         )
     spec = ModelSpec(
         model=job.model,
@@ -102,7 +106,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         source=WeightsSource(data=str(data_root)),
         task_args={"reversal_pairs": [list(p) for p in annotations.reversal_pairs]},
     )
-    task = ClassificationTask(num_classes, job.label_smoothing, annotations.reversal_pairs)
+    task = ClassificationTask(num_classes, own.label_smoothing, annotations.reversal_pairs)
     loader_args = {"batch_size": job.batch_size, "num_workers": job.workers, "seed": job.seed,
                    "item_bytes": 3 * job.frames * job.size**2}  # a uint8 clip  # fmt: skip
     trainer = Trainer(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import typing
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tubelet.data import ClipSpec
 from tubelet.data.transforms import EvalTransform
@@ -23,24 +25,50 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
-class FlowSettings:
-    """What `--task flow` adds to the run settings: RAFT's refinement `updates` per pair, in
-    training and evaluation."""
+class ClassificationSettings:
+    """What `--task classification` adds to the run settings.
 
-    updates: int = 12
+    Where the weights start: `init` (a `tubelet pretrain` run whose encoder is fine-tuned with
+    layer-wise learning-rate decay) or `checkpoint` (published weights in `checkpoint_format`, any
+    `tubelet.convert` format); `features` (a `tubelet extract` folder) trains a head on cached
+    features instead of clips. `head` picks the model's head ("attentive", "linear"),
+    `freeze_backbone` trains the head alone, `layer_decay` (e.g. 0.75) decays the learning rate
+    layer by layer in full fine-tuning, and `label_smoothing` softens the targets of the loss.
+    """
+
+    init: Path | None = None
+    features: Path | None = None
+    checkpoint: Path | None = None
+    checkpoint_format: str | None = None
+    head: str | None = None
+    freeze_backbone: bool = False
+    layer_decay: float | None = None
+    label_smoothing: float = 0.1
 
 
 @dataclass(frozen=True)
-class DiffusionSettings:
+class FlowSettings:
+    """What `--task flow` adds to the run settings: RAFT's refinement `updates` per pair, in
+    training and evaluation, and `init`, a flow run of the same model whose weights start this one
+    (RAFT's schedule: one data set or size, then the next)."""
+
+    updates: int = 12
+    init: Path | None = None
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
     """What `--task generation` adds to the run settings (see `tubelet.jobs.generation`).
 
     DDPM: the denoiser's target (`prediction`: "v" or "epsilon") and the noise `schedule`
     ("cosine" or "linear") over `train_steps` steps. Flow matching (`objective` "flow"; None: flow
     for text-conditioned models, else "ddpm"): the timestep `shift` and `timestep_sampling`
     ("logit_normal" or "uniform"), a frozen `vae` (a run, or a folder in `vae_format`) whose latents
-    are modelled, `text_embeddings` (a folder of one embedding per class) and, with --lora-rank,
-    `lora_alpha`. Both: the share of labels dropped for classifier-free guidance (`cond_drop`) and
-    the EMA decay of the weights that sample (`ema_decay`).
+    are modelled, `text_embeddings` (a folder of one embedding per class) and `lora_rank`: LoRA
+    adapters of that rank trained on the attention and MLP projections, base weights frozen
+    (scaled by `lora_alpha`; None: the rank). Both: the share of labels dropped for
+    classifier-free guidance (`cond_drop`) and the EMA decay of the weights that sample
+    (`ema_decay`).
     """
 
     prediction: str = "v"
@@ -54,50 +82,175 @@ class DiffusionSettings:
     vae: str | None = None
     vae_format: str = "tubelet"
     text_embeddings: str | None = None
+    lora_rank: int | None = None
     lora_alpha: float | None = None
 
+    def diffusion(self) -> dict[str, Any]:
+        """The settings a generation run's spec records under `diffusion` (LoRA's go apart)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "lora_rank"}
 
-TaskSettings = FlowSettings | DiffusionSettings
-# Each task that has settings of its own, and their type (`--task-arg KEY=VALUE`).
-TASK_SETTINGS: dict[str, type[FlowSettings] | type[DiffusionSettings]] = {
+
+@dataclass(frozen=True)
+class AutoencoderSettings:
+    """What `--task autoencoder` adds to the run settings: the KL term's weight (per pixel)."""
+
+    kl_weight: float = 1e-3
+
+
+TaskSettings = ClassificationSettings | FlowSettings | GenerationSettings | AutoencoderSettings
+S = TypeVar("S", ClassificationSettings, FlowSettings, GenerationSettings, AutoencoderSettings)
+# Each task that has settings of its own, and their type; tasks not named here have none.
+TASK_SETTINGS: dict[str, type[TaskSettings]] = {
+    "classification": ClassificationSettings,
     "flow": FlowSettings,
-    "generation": DiffusionSettings,
+    "generation": GenerationSettings,
+    "autoencoder": AutoencoderSettings,
 }
-# The names those settings had when they rode in the model arguments (`-m`), for old commands.
-_OLD_NAMES = {"flow": {"num_flow_updates": "updates"}, "generation": {}}
+# The settings that rode in the model arguments (`-m`) before they had their own home, under their
+# names then: read from `-m` with a FutureWarning, and from the config of a run saved then.
+_FROM_MODEL_ARGS: dict[str, dict[str, str]] = {
+    "flow": {"num_flow_updates": "updates"},
+    "generation": {
+        f.name: f.name for f in dataclasses.fields(GenerationSettings) if f.name != "lora_rank"
+    },
+    "autoencoder": {"kl_weight": "kl_weight"},
+}
+# The settings with an option of their own in `tubelet train` (the others: `--task-arg KEY=VALUE`).
+OPTIONS = {
+    "init": "--init", "features": "--features", "checkpoint": "--checkpoint",
+    "checkpoint_format": "--checkpoint-format", "head": "--head",
+    "freeze_backbone": "--freeze-backbone", "layer_decay": "--layer-decay",
+    "lora_rank": "--lora-rank",
+}  # fmt: skip
 
 
-def task_settings(task: str, args: dict[str, Any]) -> TaskSettings | None:
-    """The typed settings of `task` from `--task-arg` KEY=VALUE pairs (values already parsed);
-    None for a task without settings and no pairs. Unknown keys are a ValueError naming the task's."""
+def _typed(task: str, key: str, value: Any, hint: Any) -> Any:
+    """`value` of setting `key` as the type `hint` names (of a `X | None` hint: X, or None)."""
+    kind = next((k for k in typing.get_args(hint) if k is not type(None)), hint)
+    if value is None or type(value) is kind:
+        return value
+    try:
+        if kind is bool or isinstance(value, bool | list | dict):
+            raise TypeError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"--task {task} setting {key} takes {kind.__name__}, not {value!r}"
+        ) from None
+
+
+def task_settings(
+    task: str, args: dict[str, Any], options: dict[str, Any] | None = None
+) -> TaskSettings | None:
+    """The typed settings of `task` from `--task-arg` KEY=VALUE pairs (values already parsed) and
+    from the options that spell some of them out (`options`: setting name -> value; None or False
+    is "not given"). None for a task without settings and nothing given. An option or key the task
+    has no setting for is a ValueError naming it and the task's settings."""
+    given = {k: v for k, v in (options or {}).items() if v is not None and v is not False}
     kind = TASK_SETTINGS.get(task)
+    known = {f.name: f for f in dataclasses.fields(kind)} if kind else {}
+    for key in given:
+        if key not in known:
+            users = [t for t, k in TASK_SETTINGS.items() if key in _names(k)]
+            raise ValueError(
+                f"{OPTIONS.get(key, key)} is for --task {' or '.join(users)}, not --task {task}: "
+                "leave it out"
+            )
+    both = sorted(set(given) & set(args))
+    if both:
+        raise ValueError(f"{OPTIONS[both[0]]} and --task-arg {both[0]}= give one setting twice")
     if kind is None:
         if args:
             raise ValueError(f"--task {task} has no settings of its own; leave --task-arg out")
         return None
-    known = {f.name: f.type for f in dataclasses.fields(kind)}
     unknown = sorted(set(args) - set(known))
     if unknown:
         raise ValueError(
             f"unknown --task-arg {', '.join(unknown)} for --task {task}; its settings: "
             f"{', '.join(known)}"
         )
-    defaults = kind()
-    typed = {  # a setting whose default is None keeps its value as given
-        k: v if getattr(defaults, k) is None else type(getattr(defaults, k))(v)
-        for k, v in args.items()
-    }
-    return kind(**typed)
+    hints = typing.get_type_hints(kind)
+    values = {**args, **given}
+    return kind(**{k: _typed(task, k, v, hints[k]) for k, v in values.items()})
+
+
+def _names(kind: type[TaskSettings]) -> set[str]:
+    return {f.name for f in dataclasses.fields(kind)}
+
+
+def job_settings(
+    task: str, model_args: dict[str, Any], task_args: dict[str, Any], options: dict[str, Any]
+) -> tuple[dict[str, Any], TaskSettings | None]:
+    """(builder arguments, task settings) of a `tubelet train` command: `-m` pairs, `--task-arg`
+    pairs and the options that spell settings out (`task_settings`). A setting given in `-m` under
+    the name it had there (`split_task_args`) is still read, with a FutureWarning naming its
+    `--task-arg` spelling."""
+    model_args, old = split_task_args(task, model_args)
+    if old:
+        pairs = " ".join(f"--task-arg {k}={v}" for k, v in old.items())
+        warnings.warn(f"task settings go in --task-arg now: {pairs}", FutureWarning, stacklevel=2)
+    return model_args, task_settings(task, {**old, **task_args}, options)
 
 
 def split_task_args(task: str, model_args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(builder arguments, task settings) of `-m` pairs written before task settings had their own
-    option: `-m num_flow_updates=4` for flow, `-m prediction=epsilon` etc. for generation."""
-    kind = TASK_SETTINGS.get(task)
-    names = {f.name for f in dataclasses.fields(kind)} if kind else set()
-    renamed = {**{n: n for n in names}, **_OLD_NAMES.get(task, {})}
+    option: `-m num_flow_updates=4` for flow, `-m prediction=epsilon` etc. for generation,
+    `-m kl_weight=...` for autoencoder."""
+    renamed = _FROM_MODEL_ARGS.get(task, {})
     settings = {renamed[k]: v for k, v in model_args.items() if k in renamed}
     return {k: v for k, v in model_args.items() if k not in renamed}, settings
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """The settings of a training run that every task shares, and the task's own (`settings`).
+
+    `task` picks the job (see `tubelet.jobs.TASKS`); `data=None` trains on the built-in synthetic
+    dataset. `settings` is the task's typed settings (`TASK_SETTINGS`; None: their defaults), so a
+    setting one task has no use for cannot be given to another.
+    """
+
+    out: Path
+    task: str = "classification"
+    data: Path | None = None
+    model: str = "r2plus1d_18"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    frames: int = 8
+    sampling: str = "uniform"
+    stride: int = 2
+    size: int = 112
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    accumulate: int = 1
+    precision: str = "fp32"
+    flip: bool | None = None
+    bad_files: str = "resample"
+    workers: int = 1
+    seed: int = 0
+    grad_checkpointing: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    fsdp: bool = False
+    log: str = "files"  # "tensorboard": also write TensorBoard event files into the run folder
+    settings: TaskSettings | None = None
+
+    def __post_init__(self) -> None:
+        kind = TASK_SETTINGS.get(self.task)
+        if self.settings is None and kind is not None:
+            object.__setattr__(self, "settings", kind())
+        elif self.settings is not None and not isinstance(self.settings, kind or ()):
+            wanted = f"takes {kind.__name__}" if kind else "has no settings of its own"
+            raise ValueError(f"--task {self.task} {wanted}, not {type(self.settings).__name__}")
+
+
+def settings_of(job: TrainJob, kind: type[S]) -> S:
+    """The settings of `job`, which must be of type `kind` (a ValueError if its task's are not)."""
+    if not isinstance(job.settings, kind):
+        raise ValueError(f"--task {job.task} has no {kind.__name__}")
+    return job.settings
 
 
 def builder_args(job: TrainJob) -> dict[str, Any]:
@@ -110,63 +263,6 @@ def builder_args(job: TrainJob) -> dict[str, Any]:
             f"settings, not builder arguments of {job.model}: pass {pairs}"
         )
     return model_args
-
-
-def settings_of(job: TrainJob, kind: type[FlowSettings] | type[DiffusionSettings]) -> Any:
-    """The task settings of `job` (their defaults when it has none); a ValueError for another
-    task's settings."""
-    if job.task_settings is None:
-        return kind()
-    if not isinstance(job.task_settings, kind):
-        raise ValueError(
-            f"--task {job.task} takes {kind.__name__}, not {type(job.task_settings).__name__}"
-        )
-    return job.task_settings
-
-
-@dataclass(frozen=True)
-class TrainJob:
-    """Everything `tubelet train` needs. `data=None` trains on the built-in synthetic dataset.
-
-    `task` picks the job (see `tubelet.jobs.TASKS`); the fields a task has no use for are ignored.
-    """
-
-    out: Path
-    task: str = "classification"
-    data: Path | None = None
-    model: str = "r2plus1d_18"
-    model_args: dict[str, Any] = field(default_factory=dict)
-    init: Path | None = None  # a pretrain run whose encoder starts fine-tuning; a flow run (flow)
-    features: Path | None = None  # a `tubelet extract` folder: train a temporal head on it
-    frames: int = 8
-    sampling: str = "uniform"
-    stride: int = 2
-    size: int = 112
-    epochs: int = 10
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    accumulate: int = 1
-    precision: str = "fp32"
-    label_smoothing: float = 0.1
-    flip: bool | None = None
-    bad_files: str = "resample"
-    workers: int = 1
-    seed: int = 0
-    grad_checkpointing: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    fsdp: bool = False
-    lora_rank: int | None = None  # generation: train LoRA adapters of this rank, base frozen
-    task_settings: TaskSettings | None = None  # the task's own (`--task-arg`); None: defaults
-    # Probes and fine-tuning from a published checkpoint (`tubelet.jobs.probe`).
-    checkpoint: Path | None = None  # weights to start from (any `tubelet.convert` format)
-    checkpoint_format: str | None = None
-    head: str | None = None  # the model's head ("attentive", "linear"); with --features: the probe
-    freeze_backbone: bool = False  # train the head only
-    layer_decay: float | None = None  # layer-wise learning-rate decay for full fine-tuning
-    log: str = "files"  # "tensorboard": also write TensorBoard event files into the run folder
 
 
 # Switches that change memory, speed or devices but not what is learnt: a run may resume with others.
@@ -191,8 +287,31 @@ def default_workers() -> int:
 
 
 def jsonable(job: Any) -> dict[str, Any]:
-    """A job dataclass as JSON-ready values (paths as strings)."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(job).items()}
+    """A job dataclass as JSON-ready values (paths as strings). A `TrainJob`'s task settings sit
+    beside its run settings, under their own names (as a run's config.json holds them)."""
+    values = dataclasses.asdict(job)
+    if isinstance(job, TrainJob):
+        values.pop("settings")
+        values.update(dataclasses.asdict(job.settings) if job.settings is not None else {})
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+
+def saved_config(previous: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved config.json as `jsonable` writes it today. Runs saved before task settings
+    had their own home kept them elsewhere: flow's and generation's in a `task_settings` entry, or
+    earlier still in the model arguments (`num_flow_updates`, `prediction`, `kl_weight`, ...);
+    settings they did not record had the defaults they have now."""
+    kind = TASK_SETTINGS.get(previous.get("task", "classification"))
+    if kind is None or "model_args" not in previous:
+        return previous
+    model_args, old = split_task_args(previous["task"], previous["model_args"] or {})
+    defaults = {
+        k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(kind()).items()
+    }
+    saved = {k: previous[k] for k in defaults if k in previous}
+    nested = previous.get("task_settings") or {}
+    rest = {k: v for k, v in previous.items() if k != "task_settings"}
+    return {**rest, "model_args": model_args, **defaults, **saved, **old, **nested}
 
 
 @contextmanager
@@ -228,7 +347,7 @@ def open_run(job: TrainJob, config: dict[str, Any]) -> RunDir:
 
     def check(previous: dict[str, Any]) -> None:
         if RunDir(root).has_commit():
-            check_same_run(previous, config, root)
+            check_same_run(saved_config(previous), config, root)
 
     run = open_run_dir(root, config, check)
     seed_everything(job.seed)

@@ -2,9 +2,9 @@
 (`tubelet eval` on a detection run) and detect in one video (`tubelet detect`).
 
 A detector trains on a features folder written by `tubelet extract` (`tubelet.data.features`) and
-an annotation file in the ActivityNet layout (`tubelet.data.untrimmed`): `--data` (or `--features`)
-names the features folder, whose `annotations.json` is used if it has one, else the
-`annotations.json` of the data folder the features were extracted from. Without `--data` the
+an annotation file in the ActivityNet layout (`tubelet.data.untrimmed`): `--data` names the
+features folder, whose `annotations.json` is used if it has one, else the `annotations.json` of
+the data folder the features were extracted from. Without `--data` the
 built-in untrimmed set is used, with its features expected in its `features/` folder (the error
 says how to make them).
 
@@ -52,6 +52,9 @@ from tubelet.tasks.detection import (
 
 # (training subset, evaluation subset) pairs, tried in order.
 DEFAULT_MODEL = "actionformer_tiny"
+# The run settings of clips, which a detector on features does not read (`--workers`, which
+# changes no result, is let through: one command line may serve several tasks).
+UNUSED = ("frames", "sampling", "stride", "size", "flip", "bad_files")
 SUBSET_PAIRS = (("training", "validation"), ("Validation", "Test"), ("train", "val"))
 # The meta.json entries of a features folder that say how to make the same features again.
 FEATURE_KEYS = ("model", "model_args", "checkpoint", "level", "window", "stride", "size")
@@ -132,7 +135,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> 
     Uses `out`, `data`, `model`, `model_args`, `epochs`, `batch_size`, `lr`, `weight_decay`,
     `warmup_epochs`, `accumulate`, `precision` and `seed` of the job.
     """
-    features_dir, annotations_path = resolve_data(job.features or job.data)
+    features_dir, annotations_path = resolve_data(job.data)
     config = {
         **jsonable(job), "data": str(features_dir), "annotations": str(annotations_path),
     }  # fmt: skip

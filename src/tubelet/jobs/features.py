@@ -5,12 +5,12 @@ folder's train and val videos; this job trains a sequence model (`frame_mean`,
 `frame_transformer`) on the train split's sequences and validates on the val split's, with the
 classification trainer (run folder, resume, best checkpoint, summary).
 
-The fields of `TrainJob` used: `features`, `out`, `model` (`tubelet train` picks
-`frame_transformer` when none is given), `model_args`, `frames` (T, features per sequence),
-`sampling` ("uniform": T features spread over the video, one per equal segment; "dense": T
-consecutive features; shorter videos are padded and masked), `epochs`, `batch_size`, `lr`,
-`weight_decay`, `warmup_epochs`, `accumulate`, `precision`, `label_smoothing`, `seed` and the
-runtime switches.
+The settings used: `features` and `label_smoothing` (`ClassificationSettings`); `out`, `model`
+(`tubelet train` picks `frame_transformer` when none is given), `model_args`, `frames` (T,
+features per sequence), `sampling` ("uniform": T features spread over the video, one per equal
+segment; "dense": T consecutive features; shorter videos are padded and masked), `epochs`,
+`batch_size`, `lr`, `weight_decay`, `warmup_epochs`, `accumulate`, `precision`, `seed` and the
+runtime switches of `TrainJob`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ from typing import Any
 from tubelet.data.features import FeatureDataset, FeatureStore, collate_features
 from tubelet.data.loader import build_loader
 from tubelet.engine.trainer import Trainer
-from tubelet.jobs.common import TrainJob, jsonable, open_run, optim_config, runtime_config
+from tubelet.jobs.common import (
+    ClassificationSettings,
+    TrainJob,
+    jsonable,
+    open_run,
+    optim_config,
+    runtime_config,
+    settings_of,
+)
 from tubelet.models import architecture_args, create_model
 from tubelet.models.spec import ModelSpec, WeightsSource
 from tubelet.models.temporal import SequenceClassifier
@@ -29,18 +37,22 @@ from tubelet.tasks.features import FeatureClassificationTask
 
 # `--sampling` of clips -> how features are picked (`tubelet.data.features.feature_indices`).
 SAMPLINGS = {"uniform": "uniform", "dense": "crop"}
-# TrainJob fields that describe video clips and do not apply to features: left out of the config.
-_VIDEO_FIELDS = ("data", "stride", "size", "flip", "bad_files", "workers", "init")
+# The settings of clips and of starting weights, which do not apply to features: refused by
+# `tubelet train --features`, left out of the config (`--workers`, which changes no result, is let
+# through).
+UNUSED = (
+    "data", "stride", "size", "flip", "bad_files", "init", "checkpoint", "checkpoint_format",
+    "freeze_backbone", "layer_decay",
+)  # fmt: skip
 
 
 def train(job: TrainJob, *, show_progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a sequence classifier on the features in `job.features`; return the
+    """Train (or resume) a sequence classifier on the features in the job's `features` folder; return the
     run's summary."""
-    if job.task != "classification":
-        raise ValueError(f"--features trains classification only, not --task {job.task}")
+    own = settings_of(job, ClassificationSettings)
     if job.sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {tuple(SAMPLINGS)}, not {job.sampling!r}")
-    store = FeatureStore(job.features)
+    store = FeatureStore(own.features)
     if not store.classes:
         raise ValueError(
             f"the features in {store.root} have no classes: extract them from a data folder with "
@@ -48,8 +60,8 @@ def train(job: TrainJob, *, show_progress: bool = True) -> dict[str, Any]:
         )
     model_name = job.model
     config = {
-        **{k: v for k, v in jsonable(job).items() if k not in _VIDEO_FIELDS},
-        "features": str(Path(job.features).resolve()),
+        **{k: v for k, v in jsonable(job).items() if k not in (*UNUSED, "workers")},
+        "features": str(Path(own.features).resolve()),
         "features_meta": {k: v for k, v in store.meta.items() if k != "versions"},
     }
     run = open_run(job, config)
@@ -91,7 +103,7 @@ def train(job: TrainJob, *, show_progress: bool = True) -> dict[str, Any]:
         },
     )
     optim = optim_config(job)
-    task = FeatureClassificationTask(num_classes, job.label_smoothing, pairs)
+    task = FeatureClassificationTask(num_classes, own.label_smoothing, pairs)
     trainer = Trainer(
         model, task, config=optim, run=run, spec=spec, show_progress=show_progress,
         runtime=runtime_config(job), **loaders,

@@ -2,9 +2,10 @@
 
 Training runs on synthetic pairs with exact ground truth by default (`tubelet.data.flow`), or on a
 FlyingChairs / Sintel / KITTI folder given as `--data`. `--size S` sets the training frames to
-S x 1.5S (rounded to multiples of 8: `--size 64` gives 64x96). `-m num_flow_updates=N` sets the
-number of RAFT updates in training and evaluation (12 if absent); every other `-m` goes to the
-model's builder.
+S x 1.5S (rounded to multiples of 8: `--size 64` gives 64x96). The task's own settings
+(`FlowSettings`): `-t updates=N`, the number of RAFT updates in training and evaluation (12 if
+absent), and `--init RUN`, a flow run whose weights start this one; `-m` goes to the model's
+builder.
 
 The video job streams: it decodes `chunk` frames at a time, keeps only the previous frame and its
 1/8-resolution flow (carried forward as the next pair's initial estimate, the warm start of the RAFT
@@ -49,6 +50,7 @@ from tubelet.normalization import SIGNED_MEAN, SIGNED_STD
 from tubelet.tasks.flow import FlowTask, pad_to_multiple, unpad
 
 DEFAULT_MODEL = "raft_small"
+UNUSED = ("frames", "sampling", "stride", "flip", "bad_files")  # run settings of clips: pairs here
 SYNTHETIC_TRAIN_PAIRS = 256  # per epoch (new scenes every epoch): --epochs sets the budget
 SYNTHETIC_VAL_PAIRS = 100  # held out: drawn from another seed, the same every epoch
 HELD_OUT_SEED = 1_000_000  # added to the run's seed for the validation pairs
@@ -69,7 +71,8 @@ def held_out_set(seed: int, height: int, width: int, length: int = SYNTHETIC_VAL
 def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> dict[str, Any]:
     """Train (or resume) a flow model in `job.out`; return the summary (best `val_epe` etc.)."""
     model_args = builder_args(job)
-    updates = settings_of(job, FlowSettings).updates
+    own = settings_of(job, FlowSettings)
+    updates = own.updates
     height, width = frame_size(job.size)
     data = str(job.data) if job.data else "synthetic"
     run = open_run(job, {**jsonable(job), "data": data})
@@ -87,8 +90,8 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Any = None) -> 
         val_batch = 1  # full frames, whose sizes may differ
     _check_flow_model(job.model)
     model = create_model(job.model, **model_args)
-    if job.init is not None:
-        start_from(model, job.init, job.model)
+    if own.init is not None:
+        start_from(model, own.init, job.model)
     spec = ModelSpec(
         model=job.model,
         model_args=architecture_args(job.model, model_args),

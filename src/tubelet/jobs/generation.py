@@ -3,7 +3,7 @@ them with a classifier trained on the same data.
 
 `tubelet train --task generation` trains on clips scaled to [-1, 1]: the whole frame resized to
 `--size` (no random crops, so samples and real clips share one framing), `--frames` frames picked
-by `--sampling`/`--stride`. Diffusion settings are the task's own (`DiffusionSettings`, given as
+by `--sampling`/`--stride`. Diffusion settings are the task's own (`GenerationSettings`, given as
 `--task-arg`/`-t`): `-t prediction=epsilon|v`, `-t schedule=cosine|linear`, `-t cond_drop=0.1`
 (share of labels dropped for classifier-free guidance), `-t ema_decay=0.995`.
 The run's checkpoints hold the trained and the EMA weights; sampling uses the EMA weights.
@@ -17,10 +17,11 @@ or `-t vae=FOLDER -t vae_format=diffusers` (Wan 2.1's `vae/`). A text-conditione
 one embedding per class: `<class>.safetensors` files in `-t text_embeddings=DIR`
 (docs/generation.md shows how to make them with UMT5), or fixed random stand-ins.
 
-`--lora-rank R` trains LoRA adapters (`tubelet.nn.lora`, PEFT) on a flow model's attention and MLP
-projections with the base weights frozen (the base from `-m checkpoint=FOLDER
--m checkpoint_format=diffusers`, e.g. Wan 2.1's `transformer/`); checkpoints hold the adapter alone,
-the best one is also written as `RUN/adapter.safetensors`, and sampling folds it into the base.
+`--lora-rank R` (or `-t lora_rank=R`) trains LoRA adapters (`tubelet.nn.lora`, PEFT) on a flow
+model's attention and MLP projections with the base weights frozen (the base from
+`-m checkpoint=FOLDER -m checkpoint_format=diffusers`, e.g. Wan 2.1's `transformer/`); checkpoints
+hold the adapter alone, the best one is also written as `RUN/adapter.safetensors`, and sampling
+folds it into the base.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from tubelet.engine.checkpoint import WEIGHTS, find_checkpoint, load_model
 from tubelet.engine.trainer import Trainer
 from tubelet.io import write_video
 from tubelet.jobs.common import (
-    DiffusionSettings,
+    GenerationSettings,
     TrainJob,
     builder_args,
     clip_preprocessing,
@@ -77,6 +78,7 @@ from tubelet.tasks.generation import (
 )
 
 DEFAULT_MODEL = "video_unet"
+UNUSED: tuple[str, ...] = ()  # the run settings this job does not read
 OBJECTIVES = ("ddpm", "flow")
 TEXT_TABLE = "text_embeddings.safetensors"
 ADAPTER = "adapter.safetensors"  # a LoRA run's best adapter, with its rank in the metadata
@@ -167,7 +169,8 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     The best checkpoint is the epoch with the lowest validation loss of the EMA weights (timesteps
     and noise fixed per clip, so epochs compare).
     """
-    diffusion = dataclasses.asdict(settings_of(job, DiffusionSettings))
+    own = settings_of(job, GenerationSettings)
+    diffusion = own.diffusion()
     model_args = builder_args(job)
     data_root = Path(job.data) if job.data else ensure_synthetic_dataset(progress=on_data)
     run = open_run(job, {**jsonable(job), "data": str(data_root)})
@@ -206,12 +209,12 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
             cond_drop=float(diffusion["cond_drop"]), autoencoder=vae,
         )  # fmt: skip
     lora = None
-    if job.lora_rank is not None:
+    if own.lora_rank is not None:
         from tubelet.nn.lora import AdapterOnly, LoraSpec, add_lora  # PEFT imports slowly
 
         if objective != "flow":
             raise ValueError("--lora-rank fine-tunes a flow-matching model (wan_dit)")
-        lora = LoraSpec(job.lora_rank, float(diffusion["lora_alpha"] or job.lora_rank))
+        lora = LoraSpec(own.lora_rank, float(diffusion["lora_alpha"] or own.lora_rank))
         add_lora(denoiser, lora)
         model: nn.Module = AdapterOnly(denoiser)
     else:

@@ -34,6 +34,7 @@ from tubelet.nn.masking import patchify, unpatchify
 from tubelet.tasks.masked_video import MaskedVideoTask
 
 DEFAULT_MODEL = "videomae_pretrain_s"
+UNUSED: tuple[str, ...] = ()  # the run settings this job does not read
 PNG_NAME = "reconstruction.png"
 
 
