@@ -10,7 +10,11 @@
 #
 # Each step runs under `timeout` with its own limit, cut to what is left of the budget; a step that
 # cannot get 20 s is recorded as skipped. Needs torch, torchvision, transformers, einops,
-# safetensors, typer and rich (the GPU image has them); no PyAV or torchcodec (no video is decoded).
+# safetensors, typer and rich (the GPU image has them). The train_loop step decodes mp4 files and
+# runs only where PyAV or torchcodec imports; on a machine without them, install a PyAV wheel
+# first, e.g. one downloaded elsewhere with `pip download av --only-binary=:all: -d wheels` and
+# installed with `pip install --no-index --target /tmp/site wheels/av-*.whl` plus
+# `PYTHONPATH=/tmp/site`.
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_suite_out}"
@@ -71,6 +75,16 @@ step swin_eager 90 $M --models swin3d_t --batch 32 --frames 16 --size 112 --out 
 step r2plus1d_eager 90 $M --models r2plus1d_18 --batch 32 --frames 16 --size 112 --channels-last --out "$PARTS/r2plus1d_eager.json"
 step flow 60 "$PY" benchmarks/flow.py speed --model raft_large --sizes 368x496 --device cuda --warmup 2 --repeats 5 --out "$PARTS/flow.json"
 step memory 60 sh -c "$PY -m tubelet memory --model vit_b_16_video --frames 16 --size 224 --batch 16 -s bf16 -s checkpointing+bf16 --json >$PARTS/memory.json"
+# The training loop on real mp4 files (the issue's r2plus1d_18 setting, 400 files): it decodes, so
+# it needs PyAV or torchcodec, which the GPU image lacks; carry a PyAV wheel (see the header).
+if "$PY" -c "import av" 2>/dev/null || "$PY" -c "import torchcodec" 2>/dev/null; then
+    step train_loop 150 "$PY" benchmarks/train_loop.py --device cuda --precision bf16 --channels-last \
+        --model r2plus1d_18 --frames 16 --sampling dense --size 112 --batch 32 --workers 14 \
+        --epochs 4 --videos 400 --video-size 160 --out "$PARTS/train_loop.json"
+else
+    echo "== train_loop: skipped, neither PyAV nor torchcodec is importable" | tee -a "$LOG"
+    printf '{"name": "train_loop", "skipped": "no decoder: pip install av"}\n' >"$PARTS/train_loop.step"
+fi
 # Compiled last: inductor's first steps compile for a minute or more each.
 C="$M --compile"
 step vit_compiled 150 $C --models vit_b_16_video --batch 16 --frames 16 --size 224 --out "$PARTS/vit_compiled.json"
