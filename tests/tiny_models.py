@@ -65,7 +65,7 @@ def _tokens() -> tuple[torch.Tensor, torch.Tensor]:
 
 _SEQ = {"in_dim": 6, "num_classes": 3}
 _DET = {"input_dim": 6, "num_classes": 3}
-_ACTIONFORMER = {**_DET, "dim": 16, "num_heads": 2, "window": 3, "levels": 3}
+_ACTIONFORMER = {**_DET, "width": 16, "num_heads": 2, "window": 3, "levels": 3}
 _MAE = {"head_dim": 8, "depth": 2, "decoder_depth": 1, "patch_size": 8}
 _DIT = {"in_channels": 4, "dim": 24, "num_heads": 2, "ffn_dim": 32, "num_layers": 2,
         "text_dim": 8, "freq_dim": 16}  # fmt: skip
@@ -73,7 +73,7 @@ _VJEPA2 = {"num_classes": 5, "width": 12, "num_heads": 2, "depth": 2}
 _PRISM = {"num_classes": 5, "width": 16, "num_heads": 2, "mlp_dim": 24, "spatial_depth": 1,
           "temporal_depth": 1, "patch_size": 8, "image_size": 32, "num_frames": 4}  # fmt: skip
 _LVT = {**_PRISM, "aux_depth": 1, "text_depth": 1, "vocab_size": 30}
-_VAE = {"dim": 8, "dim_mult": (1, 2, 2), "num_res_blocks": 1, "temporal_downsample": (True, True)}
+_VAE = {"width": 8, "dim_mult": (1, 2, 2), "num_res_blocks": 1, "temporal_downsample": (True, True)}
 _UNET = {"num_classes": 4, "width": 8, "channel_mults": (1, 2),
          "attention_levels": (False, True), "num_heads": 2}  # fmt: skip
 # name -> (builder arguments, inputs). Video classifiers not named here take width 8 and _clip().
@@ -84,7 +84,10 @@ _CASES: dict[str, tuple[dict[str, Any], Callable[[], tuple[Any, ...]]]] = {
         ({"head_dim": 8, "num_classes": 5}, _clip),
     ),
     "frame_mean": (_SEQ, _sequence),
-    "frame_transformer": ({**_SEQ, "dim": 8, "depth": 2, "num_heads": 2, "max_len": 10}, _sequence),
+    "frame_transformer": (
+        {**_SEQ, "width": 8, "depth": 2, "num_heads": 2, "max_len": 10},
+        _sequence,
+    ),
     "videomae_pretrain": (_MAE, lambda: _clip(size=16)),
     "videomae_pretrain_s": (_MAE, lambda: _clip(size=16)),
     "videomae_pretrain_t": (_MAE, lambda: _clip(size=16)),

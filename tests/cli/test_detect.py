@@ -15,7 +15,7 @@ def test_train_eval_and_detect_commands(tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(app, [
         "train", "--task", "detection", "--data", str(features), "--model", "actionformer_tiny",
-        "-m", "dim=16", "-m", "levels=3", "--epochs", "1", "--batch-size", "2", "--out", str(run),
+        "-m", "width=16", "-m", "levels=3", "--epochs", "1", "--batch-size", "2", "--out", str(run),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "val_average_mAP" in result.output

@@ -42,7 +42,7 @@ def test_train_on_extracted_features_defaults_to_the_transformer(tiny_dataset, t
     result = invoke("extract", "--data", tiny_dataset, "--model", "frame2d_resnet18", "-m",
                     "width=4", "--size", 32, "--out", feats)  # fmt: skip
     assert result.exit_code == 0, result.output
-    result = invoke("train", "--features", feats, "--frames", 4, "--epochs", 1, "-m", "dim=16",
+    result = invoke("train", "--features", feats, "--frames", 4, "--epochs", 1, "-m", "width=16",
                     "-m", "num_heads=2", "--out", tmp_path / "run")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "frame_transformer" in result.output and "val_reversal_acc" in result.output

@@ -14,9 +14,9 @@ from tubelet.cli.main import app
 runner = CliRunner()
 COMMON = ["--size", "16", "--frames", "4", "--epochs", "1", "--batch-size", "4", "--workers", "0",
           "--sampling", "dense"]  # fmt: skip
-VAE = ["-m", "dim=4", "-m", "z_dim=4", "-m", "dim_mult=[1,2]", "-m", "num_res_blocks=1",
+VAE = ["-m", "width=4", "-m", "z_dim=4", "-m", "dim_mult=[1,2]", "-m", "num_res_blocks=1",
        "-m", "temporal_downsample=[false]", "-m", "latents_mean=null", "-m", "latents_std=null"]  # fmt: skip
-DIT = ["-m", "in_channels=4", "-m", "dim=16", "-m", "num_heads=2", "-m", "ffn_dim=32",
+DIT = ["-m", "in_channels=4", "-m", "width=16", "-m", "num_heads=2", "-m", "ffn_dim=32",
        "-m", "num_layers=1", "-m", "text_dim=8", "-m", "freq_dim=16"]  # fmt: skip
 
 
@@ -40,8 +40,8 @@ def test_vae_then_latent_dit_then_samples(tiny_dataset, tmp_path):
         )
     gen = tmp_path / "gen"
     result = invoke("train", "--task", "generation", "--data", tiny_dataset, *COMMON,
-                    "--model", "wan_dit", *DIT, "-m", f"vae={vae}", "-m", f"text_embeddings={texts}",
-                    "-m", "shift=2.0", "--out", gen)  # fmt: skip
+                    "--model", "wan_dit", *DIT, "-t", f"vae={vae}", "-t", f"text_embeddings={texts}",
+                    "-t", "shift=2.0", "--out", gen)  # fmt: skip
     assert result.exit_code == 0, result.output
     spec = json.loads((gen / "best" / "model.json").read_text())
     diffusion = spec["task_args"]["diffusion"]

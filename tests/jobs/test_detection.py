@@ -18,7 +18,7 @@ from tubelet.jobs.detection import (
 from tubelet.models.spec import read_spec
 from tubelet.tasks.detection import THUMOS14_TIOUS
 
-TINY = {"dim": 16, "num_heads": 2, "levels": 3}
+TINY = {"width": 16, "num_heads": 2, "levels": 3}
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ def toy_features(tmp_path):
 
 
 def _job(out, features, **kw):
-    settings = dict(model="frame_transformer", model_args={"dim": 16, "num_heads": 2, "max_len": 16},
+    settings = dict(model="frame_transformer", model_args={"width": 16, "num_heads": 2, "max_len": 16},
                     frames=6, epochs=8, batch_size=8, lr=3e-3, warmup_epochs=0.5)  # fmt: skip
     own = ClassificationSettings(features=features)
     return TrainJob(out=out, settings=own, **{**settings, **kw})

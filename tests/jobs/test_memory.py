@@ -214,7 +214,7 @@ def test_memory_command_prints_json_rows_and_a_table():
 def test_counts_a_text_to_video_denoiser_and_its_lora_fine_tuning():
     from tubelet.jobs.memory import memory_report
 
-    small = {"dim": 32, "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "text_dim": 16}
+    small = {"width": 32, "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "text_dim": 16}
     strategies = [Strategy.parse("checkpointing+bf16"), Strategy.parse("bf16")]
     full = memory_report("wan_dit", frames=9, size=0, height=32, width=48, batch=1,
                          strategies=strategies, model_args=small, timed=False)  # fmt: skip

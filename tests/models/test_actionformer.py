@@ -12,7 +12,7 @@ from tubelet.models.actionformer import (
 
 def tiny(**kw):
     torch.manual_seed(0)
-    args = {"input_dim": 6, "num_classes": 3, "dim": 16, "num_heads": 2, "window": 3,
+    args = {"input_dim": 6, "num_classes": 3, "width": 16, "num_heads": 2, "window": 3,
             "stem_layers": 1, "levels": 3, **kw}  # fmt: skip
     return ActionFormer(**args)
 

@@ -184,6 +184,22 @@ def test_an_old_argument_name_is_read_as_the_new_one_with_a_warning():
 
 
 @pytest.mark.parametrize(
+    ("name", "old", "new"),
+    [
+        ("frame_transformer", {"dim": 8}, {"width": 8}),
+        ("frame2d_transformer", {"dim": 8, "width": 4}, {"temporal_width": 8, "width": 4}),
+        ("actionformer_tiny", {"dim": 16}, {"width": 16}),
+        ("wan_dit", {"dim": 32}, {"width": 32}),
+        ("wan_vae", {"dim": 8, "decoder_dim": 4}, {"width": 8, "decoder_width": 4}),
+    ],
+)
+def test_an_embedding_width_is_width_and_dim_its_old_name(name, old, new):
+    # Old specs and `-m dim=` read through the registry's translation (`create_model` says so).
+    assert translate_legacy_args(name, old) == new
+    assert translate_legacy_args(name, new) == new
+
+
+@pytest.mark.parametrize(
     ("name", "args", "expected"),
     [
         ("r3d_18", {"width": "16"}, "'width' takes int, not '16'"),

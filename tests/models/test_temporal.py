@@ -11,7 +11,7 @@ from tubelet.models import create_model
 from tubelet.models.spec import ModelSpec
 from tubelet.models.temporal import FrameTemporalClassifier, SequenceClassifier, masked_mean
 
-TINY = {"in_dim": 6, "dim": 8, "depth": 2, "num_heads": 2, "max_len": 10}
+TINY = {"in_dim": 6, "width": 8, "depth": 2, "num_heads": 2, "max_len": 10}
 
 
 @pytest.fixture(autouse=True)
@@ -99,7 +99,7 @@ def test_transformer_learns_an_order_task_mean_pooling_cannot():
     x = torch.stack([base, base.flip(1)], dim=1).flatten(0, 1)  # (2N, T, D): pairs side by side
     labels = torch.arange(64) % 2
     results = {}
-    for name, args in (("frame_mean", {"in_dim": 6}), ("frame_transformer", {**TINY, "dim": 16})):
+    for name, args in (("frame_mean", {"in_dim": 6}), ("frame_transformer", {**TINY, "width": 16})):
         torch.manual_seed(0)
         model = create_model(name, num_classes=2, **args)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)

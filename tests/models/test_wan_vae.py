@@ -7,7 +7,7 @@ import torch
 from tubelet.models import create_model, model_kind
 from tubelet.models.wan_vae import WAN21_LATENTS_MEAN, WanVAE
 
-SMALL = {"dim": 8, "z_dim": 4, "dim_mult": (1, 2, 2), "num_res_blocks": 1,
+SMALL = {"width": 8, "z_dim": 4, "dim_mult": (1, 2, 2), "num_res_blocks": 1,
          "temporal_downsample": (True, True)}  # fmt: skip
 
 
@@ -22,7 +22,7 @@ def clip(frames=9, size=16, seed=0):
 
 def test_registered_with_the_published_latent_statistics():
     assert model_kind("wan_vae") == "autoencoder"
-    vae = create_model("wan_vae", dim=8, dim_mult=(1, 2, 2, 2), num_res_blocks=1)
+    vae = create_model("wan_vae", width=8, dim_mult=(1, 2, 2, 2), num_res_blocks=1)
     assert vae.latents_mean == WAN21_LATENTS_MEAN and vae.time_factor == 4
     assert vae.space_factor == 8
 

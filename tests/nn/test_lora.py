@@ -16,7 +16,7 @@ from tubelet.nn.lora import (
     save_adapter,
 )
 
-SMALL = {"in_channels": 4, "dim": 24, "num_heads": 2, "ffn_dim": 32, "num_layers": 2,
+SMALL = {"in_channels": 4, "width": 24, "num_heads": 2, "ffn_dim": 32, "num_layers": 2,
          "text_dim": 8, "freq_dim": 16}  # fmt: skip
 
 

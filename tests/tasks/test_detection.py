@@ -335,7 +335,7 @@ def test_tiny_models_overfit_one_sequence(kind):
     batch, classes = synthetic_batch(), ["a", "b"]
     common = {"classes": classes, "videos": ["v"], "ground_truth": truth_of(batch, classes)}
     if kind == "actionformer":
-        model = ActionFormer(input_dim=8, num_classes=2, dim=32, num_heads=4, window=5,
+        model = ActionFormer(input_dim=8, num_classes=2, width=32, num_heads=4, window=5,
                              stem_layers=1, levels=4)  # fmt: skip
         task = DetectionTask(**common)
     else:

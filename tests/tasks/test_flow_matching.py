@@ -104,9 +104,9 @@ def test_text_embeddings_from_files_pad_and_null(tmp_path):
 
 def test_training_a_small_dit_on_latents_lowers_the_loss():
     torch.manual_seed(0)
-    vae = create_model("wan_vae", dim=4, z_dim=4, dim_mult=(1, 2), num_res_blocks=1,
+    vae = create_model("wan_vae", width=4, z_dim=4, dim_mult=(1, 2), num_res_blocks=1,
                        temporal_downsample=(False,), latents_mean=None, latents_std=None)  # fmt: skip
-    dit = create_model("wan_dit", in_channels=4, dim=32, num_heads=2, ffn_dim=64, num_layers=2,
+    dit = create_model("wan_dit", in_channels=4, width=32, num_heads=2, ffn_dim=64, num_layers=2,
                        text_dim=8, freq_dim=16)  # fmt: skip
     model = DenoiserWithEMA(dit, 0.9)
     task = FlowMatchingTask(TextEmbeddings.stand_in(3, 8), autoencoder=vae, cond_drop=0.0)

@@ -58,7 +58,7 @@ def wan_vae_config(config: dict[str, Any]) -> dict[str, Any]:
             "does not implement; import a Wan 2.1 VAE (e.g. Wan2.1-T2V-1.3B-Diffusers/vae)"
         )
     keys = {
-        "base_dim": "dim", "decoder_base_dim": "decoder_dim", "z_dim": "z_dim",
+        "base_dim": "width", "decoder_base_dim": "decoder_width", "z_dim": "z_dim",
         "dim_mult": "dim_mult", "num_res_blocks": "num_res_blocks", "attn_scales": "attn_scales",
         "temperal_downsample": "temporal_downsample", "in_channels": "in_channels",
         "out_channels": "out_channels", "latents_mean": "latents_mean",
@@ -129,7 +129,7 @@ def wan_dit_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"qk_norm {config['qk_norm']!r} is not supported (rms_norm_across_heads)")
     heads = config.get("num_attention_heads", 40)
     args = {
-        "dim": heads * config.get("attention_head_dim", 128),
+        "width": heads * config.get("attention_head_dim", 128),
         "num_heads": heads,
         "in_channels": config.get("in_channels", 16),
         "out_channels": config.get("out_channels", 16),

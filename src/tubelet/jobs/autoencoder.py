@@ -1,4 +1,4 @@
-"""The autoencoder job: train a video VAE (`wan_vae`, small ones by `-m dim=... -m z_dim=...`) on
+"""The autoencoder job: train a video VAE (`wan_vae`, small ones by `-m width=... -m z_dim=...`) on
 clips scaled to [-1, 1], whole frames resized to `--size`, as the generation job reads them, so
 that its latents can serve `tubelet train --task generation -t vae=RUN`.
 

@@ -33,6 +33,7 @@ from torch import nn
 from tubelet.models.registry import register_model, variant
 from tubelet.nn.attention import Attention
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
+from tubelet.nn.mlp import Mlp
 
 # The registered models that `tubelet train --task detection` trains.
 DETECTION_MODELS = ("actionformer", "actionformer_tiny", "window_classifier")
@@ -100,10 +101,7 @@ class LocalTransformerBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, num_heads, proj_drop=drop)
         self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(drop), nn.Linear(hidden, dim)
-        )
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)  # dropout twice, as ActionFormer's
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         keep = mask[..., None].to(x.dtype)  # (B, L, 1)
@@ -146,7 +144,7 @@ class ActionFormer(nn.Module):
         *,
         input_dim: int,
         num_classes: int,
-        dim: int = 128,
+        width: int = 128,
         num_heads: int = 4,
         window: int = 9,
         stem_layers: int = 2,
@@ -162,19 +160,19 @@ class ActionFormer(nn.Module):
         self.num_classes = num_classes
         self.levels = levels
         self.length_multiple = 2 ** (levels - 1)
-        self.embed = nn.ModuleList([MaskedConv1d(input_dim, dim), MaskedConv1d(dim, dim)])
-        self.embed_norms = nn.ModuleList([ChannelNorm(dim), ChannelNorm(dim)])
+        self.embed = nn.ModuleList([MaskedConv1d(input_dim, width), MaskedConv1d(width, width)])
+        self.embed_norms = nn.ModuleList([ChannelNorm(width), ChannelNorm(width)])
         self.stem = nn.ModuleList(
-            LocalTransformerBlock(dim, num_heads, window, drop=drop) for _ in range(stem_layers)
+            LocalTransformerBlock(width, num_heads, window, drop=drop) for _ in range(stem_layers)
         )
         self.branch = nn.ModuleList(
-            LocalTransformerBlock(dim, num_heads, window, drop=drop) for _ in range(levels - 1)
+            LocalTransformerBlock(width, num_heads, window, drop=drop) for _ in range(levels - 1)
         )
-        self.level_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(levels))
+        self.level_norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(levels))
         # Focal-loss prior: every class starts at probability `prior_prob` (RetinaNet, Sec. 4.1).
         prior_bias = -math.log((1 - prior_prob) / prior_prob)
-        self.cls_head = Head(dim, num_classes, head_depth, prior_bias)
-        self.reg_head = Head(dim, 2, head_depth)
+        self.cls_head = Head(width, num_classes, head_depth, prior_bias)
+        self.reg_head = Head(width, 2, head_depth)
         self.scales = nn.ModuleList(Scale() for _ in range(levels))
         self.grad_checkpointing = False
 
@@ -252,16 +250,16 @@ class WindowClassifier(nn.Module):
         return WindowOutput(self.mlp(x).transpose(1, 2), mask)  # (B, L, K + 1)
 
 
-@register_model(kind="detection")
+@register_model(kind="detection", renamed_args={"dim": "width"})
 @variant(ActionFormer, num_classes=20, input_dim=2048)
 def actionformer() -> ActionFormer:
     """ActionFormer (THUMOS14 settings: 6 levels, window 19 in the paper; 9 here by default)."""
 
 
-@register_model(kind="detection")
+@register_model(kind="detection", renamed_args={"dim": "width"})
 @variant(
-    ActionFormer, num_classes=20, input_dim=2048, dim=64, num_heads=4, window=9, stem_layers=1,
-    levels=5,
+    ActionFormer, num_classes=20, input_dim=2048, width=64, num_heads=4, window=9,
+    stem_layers=1, levels=5,
 )  # fmt: skip
 def actionformer_tiny() -> ActionFormer:
     """A small ActionFormer for CPU runs: width 64, 1 stem layer, 5 levels."""

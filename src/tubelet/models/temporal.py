@@ -34,6 +34,7 @@ from tubelet.models.registry import create_model, register_model
 from tubelet.models.spec import read_spec, weights_file
 from tubelet.nn.attention import Attention
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
+from tubelet.nn.mlp import Mlp
 
 POOLS = ("cls", "mean")
 
@@ -85,10 +86,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, num_heads, attn_drop=attn_drop, proj_drop=proj_drop)
         self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(proj_drop)
-        )
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         x = x + self.attn(self.norm1(x), mask)
@@ -96,7 +94,7 @@ class Block(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """Features (B, T, in_dim) -> tokens (B, L, dim): a linear projection, learned temporal
+    """Features (B, T, in_dim) -> tokens (B, L, width): a linear projection, learned temporal
     positions (up to `max_len` steps), a class token when `pool="cls"` (L = T + 1, else L = T),
     `depth` pre-norm blocks on `tubelet.nn.attention.Attention` with padding masked out of the keys,
     and a final LayerNorm. Pooling takes the class token, or the masked mean of the frame tokens."""
@@ -105,7 +103,7 @@ class TransformerEncoder(nn.Module):
         self,
         in_dim: int,
         *,
-        dim: int,
+        width: int,
         depth: int,
         num_heads: int,
         mlp_ratio: float = 2.0,
@@ -117,21 +115,21 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, not {pool!r}")
-        if min(in_dim, dim, depth, num_heads, max_len) < 1:
-            raise ValueError("in_dim, dim, depth, num_heads and max_len must be >= 1")
+        if min(in_dim, width, depth, num_heads, max_len) < 1:
+            raise ValueError("in_dim, width, depth, num_heads and max_len must be >= 1")
         self.in_dim = in_dim
-        self.num_features = dim
+        self.num_features = width
         self.max_len = max_len
         self.pool_mode = pool
         self.grad_checkpointing = False
-        self.proj = nn.Linear(in_dim, dim)
-        self.pos_embed = nn.Parameter(torch.zeros(1, max_len, dim))
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
+        self.proj = nn.Linear(in_dim, width)
+        self.pos_embed = nn.Parameter(torch.zeros(1, max_len, width))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width)) if pool == "cls" else None
         self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_ratio=mlp_ratio, attn_drop=attn_drop, proj_drop=proj_drop)
+            Block(width, num_heads, mlp_ratio=mlp_ratio, attn_drop=attn_drop, proj_drop=proj_drop)
             for _ in range(depth)
         )
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(width)
         # ViT's initialisation (timm `vision_transformer.py`): N(0, 0.02) positions and class
         # token, truncated-normal linear weights, zero biases.
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -150,9 +148,9 @@ class TransformerEncoder(nn.Module):
                 f"{t} features exceed the {self.max_len} learned positions; build the model with "
                 f"max_len >= {t} (-m max_len={t}) or take fewer features per video"
             )
-        x = self.proj(x) + self.pos_embed[:, :t]  # (B, T, dim)
+        x = self.proj(x) + self.pos_embed[:, :t]  # (B, T, width)
         if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)  # (B, 1 + T, dim)
+            x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)  # (B, 1 + T, width)
             if mask is not None:
                 mask = torch.cat([mask.new_ones(b, 1), mask], dim=1)  # (B, 1 + T)
         attn_mask = None if mask is None else rearrange(mask, "b l -> b 1 1 l")  # keys only
@@ -161,12 +159,12 @@ class TransformerEncoder(nn.Module):
                 x = checkpoint_module(block, x, attn_mask, level=self.grad_checkpointing)
             else:
                 x = block(x, attn_mask)
-        return self.norm(x)  # (B, L, dim)
+        return self.norm(x)  # (B, L, width)
 
     def pool(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
         if self.cls_token is not None:
-            return tokens[:, 0]  # (B, dim)
-        return masked_mean(tokens, mask)  # (B, dim)
+            return tokens[:, 0]  # (B, width)
+        return masked_mean(tokens, mask)  # (B, width)
 
     def set_grad_checkpointing(self, enable: bool | str = True) -> None:
         """Checkpoint each block while training (outputs unchanged); "selective" keeps the attention
@@ -271,7 +269,7 @@ class FrameTemporalClassifier(VideoClassifier):
                 f"the backbone must keep time ((B, D, T, h, w) for T={x.shape[2]} frames), got "
                 f"{tuple(feats.shape)}: use a per-frame backbone such as frame2d_resnet18"
             )
-        tokens = self.encoder(rearrange(feats.mean((3, 4)), "b d t -> b t d"))  # (B, L, dim)
+        tokens = self.encoder(rearrange(feats.mean((3, 4)), "b d t -> b t d"))  # (B, L, width)
         return rearrange(tokens, "b l d -> b d l")
 
     def pool_features(self, feats: Tensor) -> Tensor:
@@ -312,12 +310,12 @@ def frame_mean(*, num_classes: int = 400, in_dim: int = 512, dropout: float = 0.
     return SequenceClassifier(MeanEncoder(in_dim), num_classes=num_classes, dropout=dropout)
 
 
-@register_model(kind="features")
+@register_model(kind="features", renamed_args={"dim": "width"})
 def frame_transformer(
     *,
     num_classes: int = 400,
     in_dim: int = 512,
-    dim: int = 256,
+    width: int = 256,
     depth: int = 2,
     num_heads: int = 4,
     mlp_ratio: float = 2.0,
@@ -327,15 +325,16 @@ def frame_transformer(
     attn_drop: float = 0.0,
     proj_drop: float = 0.0,
 ) -> nn.Module:
-    """A small transformer over per-frame features (B, T, in_dim), learned temporal positions."""
+    """A small transformer over per-frame features (B, T, in_dim), `width` wide, learned temporal
+    positions."""
     encoder = TransformerEncoder(
-        in_dim, dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, max_len=max_len,
+        in_dim, width=width, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, max_len=max_len,
         pool=pool, attn_drop=attn_drop, proj_drop=proj_drop,
     )  # fmt: skip
     return SequenceClassifier(encoder, num_classes=num_classes, dropout=dropout)
 
 
-@register_model(weight_init_args=("backbone_checkpoint",))
+@register_model(weight_init_args=("backbone_checkpoint",), renamed_args={"dim": "temporal_width"})
 def frame2d_transformer(
     *,
     num_classes: int = 400,
@@ -343,7 +342,7 @@ def frame2d_transformer(
     width: int = 64,
     backbone_checkpoint: str | None = None,
     freeze_backbone: bool = True,
-    dim: int | None = None,
+    temporal_width: int | None = None,
     depth: int = 2,
     num_heads: int = 4,
     mlp_ratio: float = 2.0,
@@ -351,12 +350,13 @@ def frame2d_transformer(
     pool: str = "cls",
     dropout: float = 0.0,
 ) -> FrameTemporalClassifier:
-    """A per-frame backbone (frozen by default) and a temporal transformer over its features
-    (`dim` defaults to the backbone's feature size)."""
+    """A per-frame backbone (`backbone` with base channels `width`, frozen by default) and a
+    temporal transformer over its features, `temporal_width` wide (the backbone's feature size if
+    None)."""
     net = load_backbone(backbone, width=width, checkpoint=backbone_checkpoint)
     encoder = TransformerEncoder(
-        net.num_features, dim=dim or net.num_features, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-        max_len=max_len, pool=pool,
+        net.num_features, width=temporal_width or net.num_features, depth=depth,
+        num_heads=num_heads, mlp_ratio=mlp_ratio, max_len=max_len, pool=pool,
     )  # fmt: skip
     return FrameTemporalClassifier(
         net, encoder, num_classes=num_classes, dropout=dropout, freeze_backbone=freeze_backbone

@@ -108,15 +108,16 @@ class WanBlock(nn.Module):
 
 
 class WanDiT(nn.Module):
-    """The denoiser (see the module docstring): `num_heads` heads of `dim / num_heads` channels,
-    `num_layers` blocks with MLPs of width `ffn_dim`, `patch_size` (t, h, w)."""
+    """The denoiser (see the module docstring), `width` wide: `num_heads` heads of
+    `width / num_heads` channels, `num_layers` blocks with MLPs of width `ffn_dim`, `patch_size`
+    (t, h, w)."""
 
     def __init__(
         self,
         *,
         in_channels: int = 16,
         out_channels: int | None = None,
-        dim: int = 1536,
+        width: int = 1536,
         num_heads: int = 12,
         ffn_dim: int = 8960,
         num_layers: int = 30,
@@ -128,32 +129,32 @@ class WanDiT(nn.Module):
         rope_theta: float = 10000.0,
     ) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        if width % num_heads:
+            raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
         if len(patch_size) != 3:
             raise ValueError(f"patch_size is (t, h, w), got {list(patch_size)}")
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
-        self.dim = dim
+        self.width = width
         self.num_heads = num_heads
         self.text_dim = text_dim
         self.freq_dim = freq_dim
         self.patch_size = tuple(patch_size)
         self.rope_theta = rope_theta
         self.grad_checkpointing: bool | str = False
-        self.patch_embed = nn.Conv3d(in_channels, dim, self.patch_size, stride=self.patch_size)
-        self.time_embed = Embedder(freq_dim, dim, act_layer=nn.SiLU)
-        self.time_modulation = nn.Linear(dim, 6 * dim)
-        self.text_embed = Embedder(text_dim, dim)
+        self.patch_embed = nn.Conv3d(in_channels, width, self.patch_size, stride=self.patch_size)
+        self.time_embed = Embedder(freq_dim, width, act_layer=nn.SiLU)
+        self.time_modulation = nn.Linear(width, 6 * width)
+        self.text_embed = Embedder(text_dim, width)
         self.blocks = nn.ModuleList(
             [
-                WanBlock(dim, num_heads, ffn_dim, cross_attn_norm=cross_attn_norm, eps=eps)
+                WanBlock(width, num_heads, ffn_dim, cross_attn_norm=cross_attn_norm, eps=eps)
                 for _ in range(num_layers)
             ]
         )
-        self.norm_out = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
-        self.head = nn.Linear(dim, self.out_channels * math.prod(self.patch_size))
-        self.head_modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+        self.norm_out = nn.LayerNorm(width, eps=eps, elementwise_affine=False)
+        self.head = nn.Linear(width, self.out_channels * math.prod(self.patch_size))
+        self.head_modulation = nn.Parameter(torch.randn(1, 2, width) / width**0.5)
 
     def set_grad_checkpointing(self, enable: bool | str = True) -> None:
         """Recompute each block's activations in backward (same output); "selective" keeps the
@@ -170,7 +171,9 @@ class WanDiT(nn.Module):
         b, _, f, h, w = self._check_input(x, timesteps, context, context_mask)
         pt, ph, pw = self.patch_size
         grid = (f // pt, h // ph, w // pw)
-        rope = wan_rope_3d(grid, self.dim // self.num_heads, theta=self.rope_theta, device=x.device)
+        rope = wan_rope_3d(
+            grid, self.width // self.num_heads, theta=self.rope_theta, device=x.device
+        )
         tokens = rearrange(self.patch_embed(x), "b d f h w -> b (f h w) d").contiguous()
         if context is None:
             context = x.new_zeros(b, 1, self.text_dim)
@@ -195,7 +198,7 @@ class WanDiT(nn.Module):
         """Timesteps (B,) -> the embedding (B, D) and the blocks' modulation (B, 6, D)."""
         freqs = sinusoid_table(timesteps, self.freq_dim, layout="cos_sin")  # (B, freq_dim)
         temb = self.time_embed(freqs.to(self.time_embed.fc1.weight.dtype)).to(dtype)
-        return temb, self.time_modulation(F.silu(temb)).unflatten(1, (6, self.dim))
+        return temb, self.time_modulation(F.silu(temb)).unflatten(1, (6, self.width))
 
     def _check_input(
         self, x: Tensor, timesteps: Tensor, context: Tensor | None, context_mask: Tensor | None
@@ -225,22 +228,22 @@ class WanDiT(nn.Module):
         return b, c, f, h, w
 
 
-@register_model(kind="generation")
+@register_model(kind="generation", renamed_args={"dim": "width"})
 @variant(WanDiT)
 def wan_dit() -> WanDiT:
     """A Wan-style diffusion transformer; the defaults are Wan 2.1 T2V 1.3B's shapes. Small ones
-    for experiments override dim, num_heads, ffn_dim, num_layers, text_dim, in_channels."""
+    for experiments override width, num_heads, ffn_dim, num_layers, text_dim, in_channels."""
 
 
-@register_model(kind="generation")
-@variant(WanDiT, dim=1536, num_heads=12, ffn_dim=8960, num_layers=30)
+@register_model(kind="generation", renamed_args={"dim": "width"})
+@variant(WanDiT, width=1536, num_heads=12, ffn_dim=8960, num_layers=30)
 def wan2_1_t2v_1_3b() -> WanDiT:
     """Wan 2.1 text-to-video 1.3B (Wan-AI/Wan2.1-T2V-1.3B-Diffusers, transformer/config.json):
     30 blocks of width 1536 (12 heads of 128), MLP 8960, UMT5-XXL text (4096)."""
 
 
-@register_model(kind="generation")
-@variant(WanDiT, dim=5120, num_heads=40, ffn_dim=13824, num_layers=40)
+@register_model(kind="generation", renamed_args={"dim": "width"})
+@variant(WanDiT, width=5120, num_heads=40, ffn_dim=13824, num_layers=40)
 def wan2_1_t2v_14b() -> WanDiT:
     """Wan 2.1 text-to-video 14B (Wan-AI/Wan2.1-T2V-14B-Diffusers, transformer/config.json):
     40 blocks of width 5120 (40 heads of 128), MLP 13824, UMT5-XXL text (4096)."""

@@ -397,8 +397,8 @@ class VAEOutput(NamedTuple):
 class WanVAE(nn.Module):
     """The causal video VAE (see the module docstring).
 
-    `dim`: the encoder's base width (`decoder_dim` the decoder's, default the same); widths
-    `dim * dim_mult[i]` per level; `temporal_downsample[i]` halves the frame count after level i
+    `width`: the encoder's base channels (`decoder_width` the decoder's, default the same);
+    `width * dim_mult[i]` channels per level; `temporal_downsample[i]` halves the frame count after level i
     (the decoder mirrors it). Clips need 1 + k * `time_factor` frames and sides divisible by
     `space_factor`.
     """
@@ -406,8 +406,8 @@ class WanVAE(nn.Module):
     def __init__(
         self,
         *,
-        dim: int = 96,
-        decoder_dim: int | None = None,
+        width: int = 96,
+        decoder_width: int | None = None,
         z_dim: int = 16,
         dim_mult: Sequence[int] = (1, 2, 4, 4),
         num_res_blocks: int = 2,
@@ -435,14 +435,14 @@ class WanVAE(nn.Module):
         self.latents_mean = tuple(latents_mean) if latents_mean is not None else (0.0,) * z_dim
         self.latents_std = tuple(latents_std) if latents_std is not None else (1.0,) * z_dim
         self.encoder = Encoder(
-            in_channels=in_channels, dim=dim, out_channels=2 * z_dim, dim_mult=dim_mult,
+            in_channels=in_channels, dim=width, out_channels=2 * z_dim, dim_mult=dim_mult,
             num_res_blocks=num_res_blocks, attn_scales=attn_scales,
             temporal_downsample=temporal_downsample, dropout=dropout,
         )  # fmt: skip
         self.quant_conv = CausalConv3d(2 * z_dim, 2 * z_dim, 1)
         self.post_quant_conv = CausalConv3d(z_dim, z_dim, 1)
         self.decoder = Decoder(
-            dim=decoder_dim or dim, z_dim=z_dim, out_channels=out_channels, dim_mult=dim_mult,
+            dim=decoder_width or width, z_dim=z_dim, out_channels=out_channels, dim_mult=dim_mult,
             num_res_blocks=num_res_blocks, temporal_upsample=tuple(reversed(temporal_downsample)),
             dropout=dropout,
         )  # fmt: skip
@@ -538,7 +538,7 @@ class WanVAE(nn.Module):
             )
 
 
-@register_model(kind="autoencoder")
+@register_model(kind="autoencoder", renamed_args={"dim": "width", "decoder_dim": "decoder_width"})
 @variant(WanVAE, latents_mean=WAN21_LATENTS_MEAN, latents_std=WAN21_LATENTS_STD)
 def wan_vae() -> WanVAE:
     """The Wan 2.1 VAE (base width 96, 16 latent channels, 4x time and 8x space compression),

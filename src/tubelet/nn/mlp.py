@@ -1,8 +1,10 @@
-"""The transformer feed-forward block shared by the ViT-style models."""
+"""The transformer feed-forward block shared by the ViT-style models, the temporal transformer and
+ActionFormer."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -11,16 +13,45 @@ class Mlp(nn.Module):
     """Token-wise feed-forward on (..., dim): `fc1` (dim -> hidden), `act`, `fc2` (hidden -> dim).
 
     The parameter names (`fc1`, `fc2`) are those of timm's, VideoMAE's and Hugging Face's MLPs, so
-    their state dicts map key for key. `act_layer` builds the activation (GELU by default).
+    their state dicts map key for key. `act_layer` builds the activation (GELU by default); `drop`
+    is the dropout after the activation and after `fc2`, as timm's and ActionFormer's (none by
+    default).
+
+    Weights saved when the temporal transformer's and ActionFormer's MLPs were an `nn.Sequential`
+    (`mlp.0` ... `mlp.3`) still load: the first Linear is `fc1`, the last `fc2`.
     """
 
     def __init__(
-        self, dim: int, hidden: int, *, act_layer: Callable[[], nn.Module] = nn.GELU
+        self,
+        dim: int,
+        hidden: int,
+        *,
+        act_layer: Callable[[], nn.Module] = nn.GELU,
+        drop: float = 0.0,
     ) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = act_layer()
+        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))  # (..., dim)
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))  # (..., dim)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        indices = sorted(
+            {int(k[len(prefix) :].split(".")[0]) for k in state_dict if _indexed(k, prefix)}
+        )
+        if indices and f"{prefix}fc1.weight" not in state_dict:  # an nn.Sequential's weights
+            for index, name in ((indices[0], "fc1"), (indices[-1], "fc2")):
+                for param in ("weight", "bias"):
+                    if f"{prefix}{index}.{param}" in state_dict:
+                        state_dict[f"{prefix}{name}.{param}"] = state_dict.pop(
+                            f"{prefix}{index}.{param}"
+                        )
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+def _indexed(key: str, prefix: str) -> bool:
+    """Whether `key` is a parameter of a numbered child of the module at `prefix` (`mlp.0.weight`)."""
+    return key.startswith(prefix) and key[len(prefix) :].split(".")[0].isdigit()
