@@ -9,11 +9,17 @@ on CUDA `torch.cuda.max_memory_allocated`. At 1080p tubelet uses the on-demand c
 all-pairs volume's size is computed (B * (H/8 * W/8)^2 * 4 bytes * (1 + 1/4 + 1/16 + 1/64) for the
 4-level pyramid) and torchvision runs only when that fits under `--max-volume-gib`.
 
+`counts`: the CPU proxy of a GPU profile, one pair through both implementations (same weights)
+seen op by op at the dispatcher (`OpCounts` of `benchmarks/models.py`): elementwise kernels, the
+bytes they write and how many write a strided output, layout copies, matmuls. At RAFT's sizes a GPU
+runs small kernels back to back, so their number is what a step costs there.
+
 `epe`: a trained flow run (`tubelet train --task flow`) on the held-out synthetic pairs of its seed,
 beside Farneback, DIS (OpenCV, on grey images) and the zero flow.
 
     python benchmarks/flow.py speed --out flow_speed.json              # raft_small, short CPU run
     python benchmarks/flow.py speed --model raft_large --updates 12 --hd-updates 12 --device cuda
+    python benchmarks/flow.py counts --model raft_large --updates 12 --sizes 128x160
     python benchmarks/flow.py epe --checkpoint runs/flow --out flow_epe.json
 """
 
@@ -272,9 +278,49 @@ def print_epe(report: dict[str, Any], console: Console) -> None:
     console.print(table)
 
 
+def run_counts(args: argparse.Namespace) -> dict[str, Any]:
+    """`OpCounts` of one pair through tubelet's RAFT and torchvision's, at the first of `--sizes`."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from models import OpCounts  # benchmarks/models.py
+    from torchvision.models import optical_flow
+
+    torch.manual_seed(0)
+    peer = randomise(getattr(optical_flow, args.model)()).eval()
+    ours = create_model(args.model)
+    ours.load_state_dict(peer.state_dict())
+    ours.eval()
+    height, width = (int(v) for v in args.sizes.split(",")[0].split("x"))
+    g = torch.Generator().manual_seed(0)
+    x1, x2 = (torch.rand(1, 3, height, width, generator=g) * 2 - 1 for _ in range(2))
+    results = []
+    for impl, model in (("tubelet", ours), ("torchvision", peer)):
+        with torch.no_grad(), OpCounts() as counts:
+            flow = model(x1, x2, num_flow_updates=args.updates)[-1]
+        results.append({"impl": impl, **counts.as_dict(), "flow": flow})
+    diff = float((results[0].pop("flow") - results[1].pop("flow")).abs().max())
+    return {
+        "benchmark": "flow-counts", "model": args.model, "size": [height, width],
+        "updates": args.updates, "max_abs_diff": diff, "results": results,
+    }  # fmt: skip
+
+
+def print_counts(report: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"{report['model']} {report['size']}, {report['updates']} updates")
+    for column in ("impl", "elementwise", "MB written", "strided", "copies", "matmuls"):
+        table.add_column(column, justify="left" if column == "impl" else "right")
+    for r in report["results"]:
+        table.add_row(
+            r["impl"], str(r["elementwise_ops"]), f"{r['elementwise_bytes'] / 2**20:.1f}",
+            str(r["elementwise_strided_ops"]), str(r["copy_ops"]), str(r["matmuls"]),
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"max abs difference of the flows: {report['max_abs_diff']:.2e}")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", nargs="?", choices=("speed", "epe"), default="speed")
+    parser.add_argument("mode", nargs="?", choices=("speed", "counts", "epe"),
+                        default="speed")  # fmt: skip
     parser.add_argument("--model", default="raft_small", choices=("raft_small", "raft_large"))
     parser.add_argument(
         "--updates", type=int, default=None, help="speed: 4 at 368x496; epe: the run's"
@@ -293,7 +339,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.mode == "epe" and args.checkpoint is None:
         parser.error("epe needs --checkpoint RUN_DIR")
-    if args.mode == "speed" and args.updates is None:
+    if args.mode in ("speed", "counts") and args.updates is None:
         args.updates = 4
     return args
 
@@ -301,12 +347,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     console = Console()
-    report = run_speed(args) if args.mode == "speed" else run_epe(args)
+    run, show = {"speed": (run_speed, print_speed), "counts": (run_counts, print_counts),
+                 "epe": (run_epe, print_epe)}[args.mode]  # fmt: skip
+    report = run(args)
     report["machine"] = {
         "platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
         "torch": torch.__version__, "device": args.device,
     }  # fmt: skip
-    (print_speed if args.mode == "speed" else print_epe)(report, console)
+    show(report, console)
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
         console.print(f"Wrote {args.out}")

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tubelet.nn.correlation import (
     AllPairsCorrelation,
@@ -71,3 +72,30 @@ def test_too_small_maps_and_mismatched_maps_are_refused():
         AllPairsCorrelation(num_levels=4).build(f1, f2)
     with pytest.raises(ValueError, match="one shape"):
         OnDemandCorrelation().build(f1, f2[:, :3])
+
+
+class PointwiseOps(TorchDispatchMode):
+    """Counts elementwise kernels but layout copies: at RAFT's sizes each is a GPU kernel launch,
+    12 refinements times every level."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        layout = func in (torch.ops.aten.clone.default, torch.ops.aten.copy_.default)
+        self.count += torch.Tag.pointwise in func.tags and not layout
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("block", [AllPairsCorrelation, OnDemandCorrelation])
+def test_a_lookup_runs_one_elementwise_kernel_per_level(block):
+    """The window's sampling grid of a level is one multiply-add of the positions (its scale and
+    offsets are made once per pair, as is the on-demand query's scaling): before, each level ran
+    8 small kernels per lookup."""
+    f1, f2 = fmaps(h=16, w=16)
+    lookup = block(num_levels=3, radius=2).build(f1, f2)
+    coords = torch.rand(2, 2, 16, 16, generator=torch.Generator().manual_seed(0)) * 16
+    with PointwiseOps() as ops:
+        lookup(coords)
+    assert ops.count == 3

@@ -26,16 +26,34 @@ from torch import Tensor, nn
 Lookup = Callable[[Tensor], Tensor]
 
 
-def bilinear_sample(image: Tensor, points: Tensor) -> Tensor:
-    """Sample `image` (N, C, h, w) at absolute pixel positions `points` (N, ..., 2) as (x, y).
+Grid = tuple[Tensor, Tensor]  # (scale (2,), shift (K, K, 2)) of one pyramid level
 
-    Bilinear, zero outside the image. Written with `align_corners=False`'s normalisation, which
-    maps pixel x to (2x + 1) / w - 1 and is defined for w = 1 (align_corners=True divides by w - 1).
-    """
-    h, w = image.shape[-2:]
-    x, y = points.unbind(-1)
-    grid = torch.stack(((2 * x + 1) / w - 1, (2 * y + 1) / h - 1), dim=-1)
+
+def bilinear_sample(image: Tensor, grid: Tensor) -> Tensor:
+    """Sample `image` (N, C, h, w) at `grid` (N, ..., 2), positions normalised as `window_grids`
+    makes them. Bilinear, zero outside the image."""
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def window_grids(
+    sizes: list[tuple[int, int]], radius: int, *, device: torch.device | None = None
+) -> list[Grid]:
+    """Per pyramid level of `sizes` ((h_l, w_l), level l at 1/2^l), the affine map from a pixel
+    position p = (x, y) of level 0 to `grid_sample`'s coordinates of every window offset d there:
+    `grid = p * scale + shift`, scale (2,), shift (K, K, 2), K = 2r + 1.
+
+    Level l samples at p / 2^l + d, normalised as `align_corners=False` does, (2q + 1) / w_l - 1
+    (defined for w_l = 1, unlike align_corners=True), hence scale = 2 / (2^l (w_l, h_l)) and
+    shift = (2d + 1) / (w_l, h_l) - 1. Made once per pair, this turns each level's lookup into one
+    multiply-add over the window instead of a chain of small kernels, every refinement step.
+    """
+    side = 2 * radius + 1
+    offsets = window_offsets(radius, device=device).view(side, side, 2)
+    grids = []
+    for level, (h, w) in enumerate(sizes):
+        extent = torch.tensor([w, h], dtype=torch.float32, device=device)
+        grids.append((2 / (2**level * extent), (2 * offsets + 1) / extent - 1))
+    return grids
 
 
 def window_offsets(radius: int, *, device: torch.device | None = None) -> Tensor:
@@ -67,43 +85,58 @@ def pool_pyramid(x: Tensor, num_levels: int) -> list[Tensor]:
     return levels
 
 
-def lookup_volume_pyramid(pyramid: list[Tensor], coords: Tensor, *, radius: int) -> Tensor:
+def lookup_volume_pyramid(
+    pyramid: list[Tensor], coords: Tensor, *, radius: int, grids: list[Grid] | None = None
+) -> Tensor:
     """Correlation features (B, L*(2r+1)^2, H, W) sampled from an all-pairs pyramid.
 
     Level l is sampled at coords / 2^l plus every offset of the window (RAFT eq. in section 3.2).
+    `grids`: `window_grids` of the pyramid (made here when not given).
     """
     b, _, h, w = coords.shape
+    if grids is None:
+        grids = window_grids(_sizes(pyramid), radius, device=coords.device)
     centres = coords.permute(0, 2, 3, 1).reshape(b * h * w, 1, 1, 2)  # (BHW, 1, 1, 2)
-    side = 2 * radius + 1
-    delta = window_offsets(radius, device=coords.device).view(1, side, side, 2)
     features = []
-    for level, volume in enumerate(pyramid):
-        points = centres / 2**level + delta  # (BHW, K, K, 2)
-        features.append(bilinear_sample(volume, points).view(b, h, w, -1))  # (B, H, W, K*K)
+    for volume, (scale, shift) in zip(pyramid, grids, strict=True):
+        grid = torch.addcmul(shift, centres, scale)  # (BHW, K, K, 2)
+        features.append(bilinear_sample(volume, grid).view(b, h, w, -1))  # (B, H, W, K*K)
     return torch.cat(features, dim=-1).permute(0, 3, 1, 2).contiguous()
 
 
 def lookup_on_demand(
-    fmap1: Tensor, fmap2_pyramid: list[Tensor], coords: Tensor, *, radius: int, chunk: int
+    query: Tensor,
+    fmap2_pyramid: list[Tensor],
+    coords: Tensor,
+    *,
+    radius: int,
+    chunk: int,
+    grids: list[Grid] | None = None,
 ) -> Tensor:
-    """The same features as `lookup_volume_pyramid`, computed from `fmap1` and `fmap2`'s pyramid.
+    """The same features as `lookup_volume_pyramid`, computed from `query` (fmap1 / sqrt(C), made
+    once per pair) and `fmap2`'s pyramid.
 
-    For each offset d: sample fmap2 (level l) at coords / 2^l + d, dot with fmap1 over channels.
-    Offsets are processed in groups so that a sampled block holds at most `chunk` elements.
+    For each offset d: sample fmap2 (level l) at coords / 2^l + d, dot with the query over
+    channels. Offsets are processed in groups so that a sampled block holds at most `chunk` elements.
     """
-    b, c, h, w = fmap1.shape
-    offsets = window_offsets(radius, device=coords.device)  # (K*K, 2)
+    b, c, h, w = query.shape
+    if grids is None:
+        grids = window_grids(_sizes(fmap2_pyramid), radius, device=coords.device)
     per_group = max(1, chunk // (b * c * h * w))
-    scaled = fmap1 / c**0.5
+    centres = coords.permute(0, 2, 3, 1)[:, :, :, None]  # (B, H, W, 1, 2)
     features = []
-    for level, fmap2 in enumerate(fmap2_pyramid):
-        centres = coords.permute(0, 2, 3, 1) / 2**level  # (B, H, W, 2)
-        for start in range(0, len(offsets), per_group):
-            d = offsets[start : start + per_group]  # (k, 2)
-            points = (centres[:, :, :, None] + d).reshape(b, h, -1, 2)  # (B, H, W*k, 2)
-            sampled = bilinear_sample(fmap2, points).view(b, c, h, w, -1)  # (B, C, H, W, k)
-            features.append(torch.einsum("bchwk,bchw->bkhw", sampled, scaled))
+    for fmap2, (scale, shift) in zip(fmap2_pyramid, grids, strict=True):
+        shifts = shift.view(-1, 2)  # (K*K, 2)
+        for start in range(0, len(shifts), per_group):
+            d = shifts[start : start + per_group]  # (k, 2)
+            grid = torch.addcmul(d, centres, scale).reshape(b, h, -1, 2)  # (B, H, W*k, 2)
+            sampled = bilinear_sample(fmap2, grid).view(b, c, h, w, -1)  # (B, C, H, W, k)
+            features.append(torch.einsum("bchwk,bchw->bkhw", sampled, query))
     return torch.cat(features, dim=1)  # (B, L*K*K, H, W)
+
+
+def _sizes(pyramid: list[Tensor]) -> list[tuple[int, int]]:
+    return [(t.shape[-2], t.shape[-1]) for t in pyramid]
 
 
 def check_pyramid_fits(fmap: Tensor, num_levels: int) -> None:
@@ -135,7 +168,8 @@ class AllPairsCorrelation(nn.Module):
         _check_pair(fmap1, fmap2)
         check_pyramid_fits(fmap1, self.num_levels)
         pyramid = pool_pyramid(all_pairs_volume(fmap1, fmap2), self.num_levels)
-        return partial(lookup_volume_pyramid, pyramid, radius=self.radius)
+        grids = window_grids(_sizes(pyramid), self.radius, device=fmap1.device)
+        return partial(lookup_volume_pyramid, pyramid, radius=self.radius, grids=grids)
 
 
 class OnDemandCorrelation(AllPairsCorrelation):
@@ -153,7 +187,11 @@ class OnDemandCorrelation(AllPairsCorrelation):
         _check_pair(fmap1, fmap2)
         check_pyramid_fits(fmap1, self.num_levels)
         pyramid = pool_pyramid(fmap2, self.num_levels)
-        return partial(lookup_on_demand, fmap1, pyramid, radius=self.radius, chunk=self.chunk)
+        grids = window_grids(_sizes(pyramid), self.radius, device=fmap1.device)
+        query = fmap1 / fmap1.shape[1] ** 0.5
+        return partial(
+            lookup_on_demand, query, pyramid, radius=self.radius, chunk=self.chunk, grids=grids
+        )
 
 
 def _check_pair(fmap1: Tensor, fmap2: Tensor) -> None:
