@@ -53,6 +53,8 @@ def test_task_settings_are_typed_per_task():
         task_settings("classification", {"freeze_backbone": "yes"})
     with pytest.raises(ValueError, match="setting updates takes int, not 'many'"):
         task_settings("flow", {"updates": "many"})
+    with pytest.raises(ValueError, match="setting updates takes int, not 4.5"):
+        task_settings("flow", {"updates": 4.5})
 
 
 def test_unknown_task_settings_name_the_known_ones():

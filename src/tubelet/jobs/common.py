@@ -130,7 +130,8 @@ def _typed(task: str, key: str, value: Any, hint: Any) -> Any:
     if value is None or type(value) is kind:
         return value
     try:
-        if kind is bool or isinstance(value, bool | list | dict):
+        fraction = isinstance(value, float) and not value.is_integer()
+        if kind is bool or isinstance(value, bool | list | dict) or kind is int and fraction:
             raise TypeError
         return kind(value)
     except (TypeError, ValueError):
