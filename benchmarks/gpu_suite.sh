@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU measurement of the project in one call, inside one time budget (default 470 s, under
 # the 8 minutes a lent H100/H200 call allows): models against their peers (bf16 autocast, AdamW
-# step, eager and torch.compile), RAFT against torchvision's, and `tubelet memory`.
+# step, eager and torch.compile), RAFT against torchvision's, `tubelet memory`, and GPU video
+# decoding (torchcodec's NVDEC against its CPU decoder, `benchmarks/nvdec_check.py`).
 # Writes $OUT/gpu_suite.json (one entry per step: command, seconds, exit status, its JSON) and
 # $OUT/gpu_suite.log (everything printed). OUT defaults to ./gpu_suite_out.
 #
@@ -15,6 +16,8 @@
 # first, e.g. one downloaded elsewhere with `pip download av --only-binary=:all: -d wheels` and
 # installed with `pip install --no-index --target /tmp/site wheels/av-*.whl` plus
 # `PYTHONPATH=/tmp/site`.
+# The nvdec step (GPU decoding) needs PyAV and a CUDA build of torchcodec, and is recorded as
+# skipped (with the reason) when either does not import.
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_suite_out}"
@@ -45,6 +48,12 @@ step() {  # step NAME LIMIT_S COMMAND...  (the command writes its JSON to $PARTS
     printf '{"name": "%s", "command": "%s", "limit_s": %d, "seconds": %d, "exit": %d}\n' \
         "$name" "$*" "$limit" $(($(date +%s) - t0)) "$rc" >"$PARTS/$name.step"
     echo "== $name: exit $rc after $(($(date +%s) - t0)) s" | tee -a "$LOG"
+    merge
+}
+
+skip() {  # skip NAME REASON: record a step that cannot run here
+    echo "== $1: skipped, $2" | tee -a "$LOG"
+    printf '{"name": "%s", "skipped": "%s"}\n' "$1" "$2" >"$PARTS/$1.step"
     merge
 }
 
@@ -84,6 +93,11 @@ if "$PY" -c "import av" 2>/dev/null || "$PY" -c "import torchcodec" 2>/dev/null;
 else
     echo "== train_loop: skipped, neither PyAV nor torchcodec is importable" | tee -a "$LOG"
     printf '{"name": "train_loop", "skipped": "no decoder: pip install av"}\n' >"$PARTS/train_loop.step"
+fi
+if "$PY" -c "import av, torchcodec" >/dev/null 2>&1; then
+    step nvdec 60 "$PY" benchmarks/nvdec_check.py --out "$PARTS/nvdec.json"
+else
+    skip nvdec "PyAV or torchcodec does not import (pip install av torchcodec)"
 fi
 # Compiled last: inductor's first steps compile for a minute or more each.
 C="$M --compile"

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tubelet.data import ClipSpec, build_dataset, collate_clips
-from tubelet.io import VideoDecodeError
+from tubelet.io import VideoDecodeError, VideoReader
 
 CLIP = ClipSpec(frames=4, sampling="uniform")
 
@@ -65,3 +65,24 @@ def test_raise_policy_stops_with_the_decode_error(list_dataset):
 def test_unknown_policy_and_mismatched_transform(list_dataset):
     with pytest.raises(ValueError, match="bad_files must be one of"):
         _train_set(list_dataset, bad_files="ignore")
+
+
+def test_decode_device_reaches_every_reader(list_dataset, monkeypatch):
+    devices = []
+    real = VideoReader.__init__
+
+    def init(self, *args, **kwargs):
+        devices.append(kwargs.get("device"))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(VideoReader, "__init__", init)
+    dataset = _train_set(list_dataset, decode_device="cpu")
+    assert dataset.decode_device == "cpu" and dataset[0]["video"].device.type == "cpu"
+    assert devices and set(devices) == {"cpu"}
+
+
+def test_bad_decode_device_is_refused_when_the_dataset_is_made(list_dataset):
+    with pytest.raises(ValueError, match="PyAV decodes on the CPU only"):
+        _train_set(list_dataset, backend="pyav", decode_device="cuda")
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N'"):
+        _train_set(list_dataset, decode_device="gpu")

@@ -14,7 +14,7 @@ from tubelet.data.annotations import VideoRecord
 from tubelet.data.sampling import ClipIndices, sample_clip, temporal_views
 from tubelet.data.transforms import EvalTransform, TrainTransform
 from tubelet.io import VideoDecodeError, VideoReader, thread_budget
-from tubelet.io.reader import MAX_PIXELS
+from tubelet.io.reader import MAX_PIXELS, check_device
 
 BAD_FILE_POLICIES = ("resample", "skip", "raise")
 SAMPLINGS = ("uniform", "dense")
@@ -50,6 +50,10 @@ class VideoDataset(Dataset):
     list (training only: evaluation skips it so that no video counts twice), "skip" drops it from its
     batch, "raise" stops with the `VideoDecodeError`. Every bad file rides along in the item's
     `bad_files` list as (path, reason), so the run summary can report it even from worker processes.
+
+    `decode_device="cuda"` decodes on the GPU (torchcodec's NVDEC; see `VideoReader`) and the
+    transforms then run there too, so items come out on the GPU: read such a dataset in the process
+    that owns the GPU (no forked DataLoader workers) and without pinned memory.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class VideoDataset(Dataset):
         backend: str = "auto",
         seed: int = 0,
         max_pixels: int | None = MAX_PIXELS,
+        decode_device: str = "cpu",
     ) -> None:
         if bad_files not in BAD_FILE_POLICIES:
             raise ValueError(f"bad_files must be one of {BAD_FILE_POLICIES}, not {bad_files!r}")
@@ -80,6 +85,7 @@ class VideoDataset(Dataset):
         self.backend = backend
         self.seed = seed
         self.max_pixels = max_pixels  # frames over it make the video unreadable (`VideoReader`)
+        self.decode_device = check_device(decode_device, backend)  # ValueError here, not per item
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -112,7 +118,7 @@ class VideoDataset(Dataset):
         threads = thread_budget()  # cores shared among the DataLoader workers
         with VideoReader(
             record.path, backend=self.backend, num_threads=threads, short_side=short_side,
-            max_pixels=self.max_pixels,
+            max_pixels=self.max_pixels, device=self.decode_device,
         ) as reader:  # fmt: skip
             if self.train:
                 clip = self._indices(reader, rng)

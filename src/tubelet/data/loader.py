@@ -42,6 +42,7 @@ def build_dataset(
     classes: Sequence[str] | None = None,
     max_pixels: int | None = MAX_PIXELS,
     normalized: bool = True,
+    decode_device: str = "cpu",
 ) -> tuple[VideoDataset, Annotations]:
     """The dataset of one split. `flip=None` flips training clips only when no class names a direction.
     `normalized=False` leaves the clips uint8 for normalising on the device
@@ -49,7 +50,8 @@ def build_dataset(
 
     Evaluation clips go through `eval_transform` when given (a saved model's own preprocessing),
     else `EvalTransform(size, crops)`. `classes` (the training split's, or a model's) labels the
-    split by those class names (`tubelet.data.annotations.relabel`).
+    split by those class names (`tubelet.data.annotations.relabel`). `decode_device` is where
+    videos decode (`VideoDataset`: "cuda" decodes with NVDEC and yields clips on the GPU).
     """
     annotations = read_annotations(root, split, classes=classes)
     if train:
@@ -62,6 +64,7 @@ def build_dataset(
     dataset = VideoDataset(
         annotations.records, clip=clip, transform=transform, train=train, num_clips=num_clips,
         bad_files=bad_files, backend=backend, seed=seed, max_pixels=max_pixels,
+        decode_device=decode_device,
     )  # fmt: skip
     return dataset, annotations
 

@@ -9,12 +9,16 @@ from typing import Any
 
 import torch
 
-from tubelet.io._size import short_side_size
+from tubelet.io._size import resize_frames, short_side_size
 from tubelet.io.errors import VideoDecodeError
 
 # What makes torchcodec load, named in every message that says it does not.
 FFMPEG_FIX = (
     "install FFmpeg (`apt-get install ffmpeg`, `brew install ffmpeg` or `conda install ffmpeg`)"
+)
+# What a torchcodec built without CUDA says when asked for a CUDA device.
+_NO_CUDA = re.compile(
+    r"Unsupported device|No device interface|not (built|compiled) with CUDA", re.I
 )
 
 
@@ -59,14 +63,22 @@ class TorchcodecDecoder:
     torchcodec applies the display rotation itself and reports the displayed width and height.
     `short_side` resizes in the decoder (torchcodec's `Resize`: bilinear, antialiased); the size it
     needs comes from a header-only open (`seek_mode="approximate"`), which does not scan.
+
+    `device="cuda"` (or "cuda:N") decodes on that GPU with NVDEC (torchcodec falls back to its CPU
+    decoder for a codec NVDEC lacks) and returns frames there. torchcodec's decoder transforms run
+    on the CPU only, so on a GPU `short_side` resizes the decoded frames there (`resize_frames`).
+    A torchcodec built without CUDA raises ValueError naming the fix.
     """
 
     backend = "torchcodec"
 
-    def __init__(self, path: Path, num_threads: int, short_side: int | None = None) -> None:
+    def __init__(
+        self, path: Path, num_threads: int, short_side: int | None = None, device: str = "cpu"
+    ) -> None:
         self.path = path
+        self.device = device
         transforms = []
-        if short_side is not None:
+        if short_side is not None and device == "cpu":
             from torchcodec.transforms import Resize
 
             header = self._open("approximate", num_threads, []).metadata
@@ -81,6 +93,11 @@ class TorchcodecDecoder:
             raise TorchcodecOpenError("the scan found no video frames")
         self.header_num_frames: int | None = meta.num_frames_from_header
         self.height, self.width = transforms[0].size if transforms else (meta.height, meta.width)
+        # On a GPU: the size the decoded frames are resized to there, None to keep them.
+        self._resize: tuple[int, int] | None = None
+        if short_side is not None and device != "cpu":
+            self._resize = short_side_size((int(meta.height), int(meta.width)), short_side)
+            self.height, self.width = self._resize
         self.start = float(meta.begin_stream_seconds)
         self.duration = float(meta.end_stream_seconds - meta.begin_stream_seconds)
         self.fps = float(meta.average_fps or 0.0)
@@ -94,11 +111,13 @@ class TorchcodecDecoder:
                 seek_mode=seek_mode,
                 dimension_order="NHWC",
                 num_ffmpeg_threads=num_threads,
-                device="cpu",
+                device=self.device,
                 transforms=transforms,
             )
         # torchcodec raises RuntimeError, ValueError and others for files it cannot open.
         except Exception as error:
+            if self.device != "cpu" and _NO_CUDA.search(str(error)):
+                raise ValueError(cuda_build_fix(_first_line(error))) from None
             raise TorchcodecOpenError(_first_line(error)) from None
 
     def decode(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +130,7 @@ class TorchcodecDecoder:
         except RuntimeError as error:
             what = "frames {} of " + str(self.num_frames)
             raise self._missing(self._decoder.get_frames_at, indices, what, error) from None
-        return batch.data.contiguous(), batch.pts_seconds.to(torch.float64)  # (N, H, W, 3), (N,)
+        return self._frames(batch.data), batch.pts_seconds.to("cpu", torch.float64)
 
     def decode_at(self, seconds: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
         """The frame shown at each time in [start, start + duration): the last whose pts <= t."""
@@ -121,7 +140,11 @@ class TorchcodecDecoder:
         except RuntimeError as error:
             what = "the frames shown at seconds {}"
             raise self._missing(self._decoder.get_frames_played_at, seconds, what, error) from None
-        return batch.data.contiguous(), batch.pts_seconds.to(torch.float64)  # (N, H, W, 3), (N,)
+        return self._frames(batch.data), batch.pts_seconds.to("cpu", torch.float64)
+
+    def _frames(self, data: torch.Tensor) -> torch.Tensor:
+        """torchcodec's uint8 (N, H, W, 3) frames, resized on the GPU when asked, contiguous."""
+        return resize_frames(data, self._resize) if self._resize else data.contiguous()
 
     def _missing(self, get: Any, keys: list[Any], what: str, error: Exception) -> VideoDecodeError:
         """The error for a failed batch: retries each key alone to name those that fail.
@@ -141,6 +164,19 @@ class TorchcodecDecoder:
     def close(self) -> None:
         """Release the decoder (torchcodec closes the file when it is freed)."""
         self._decoder = None
+
+
+def cuda_build_fix(reason: str) -> str:
+    """Why this torchcodec cannot decode on a GPU, with the fix."""
+    import torchcodec
+
+    cuda = torch.version.cuda or "your CUDA version"
+    return (
+        f"device='cuda' needs a torchcodec built with CUDA; torchcodec "
+        f"{getattr(torchcodec, '__version__', '?')} here is not ({reason}): install the build "
+        f"for torch's CUDA {cuda} (`pip install torchcodec --index-url "
+        f"https://download.pytorch.org/whl/cu{cuda.replace('.', '')}`), or use device='cpu'"
+    )
 
 
 def _first_line(error: BaseException) -> str:

@@ -56,8 +56,8 @@ _INHERITED: list[object] = []
 class Frames(NamedTuple):
     """Decoded frames, in the order they were asked for."""
 
-    data: torch.Tensor  # uint8 (T, H, W, 3), RGB
-    pts_s: torch.Tensor  # float64 (T,), presentation time in seconds of each returned frame
+    data: torch.Tensor  # uint8 (T, H, W, 3), RGB, on the reader's device
+    pts_s: torch.Tensor  # float64 (T,) on the CPU, presentation time in seconds of each frame
 
 
 class _Info(NamedTuple):
@@ -105,6 +105,13 @@ class VideoReader:
     that many pixels (long side floor(long * S / short), as `short_side_resize` computes it;
     bilinear, antialiased) before it is copied out, which is cheaper than resizing full frames.
 
+    `device="cuda"` (or "cuda:N") decodes on the GPU with torchcodec (NVDEC) and returns `data`
+    there, in the same uint8 (T, H, W, 3) layout; `short_side` then resizes on the GPU (bilinear,
+    antialiased), and pixels differ from the CPU decoders' by NVDEC's own colour conversion.
+    PyAV decodes on the CPU only. No usable GPU, or a torchcodec without CUDA, raises ValueError.
+    Use it where frames go to the GPU anyway, from the process that owns the GPU (CUDA does not
+    survive `fork`: DataLoader workers would need the "spawn" start method).
+
     A reader pickles to its path, backend choice and settings and reopens lazily where it is
     unpickled; a copy inherited through `fork` also reopens, so DataLoader workers never share a
     decoder or a file offset.
@@ -118,9 +125,11 @@ class VideoReader:
         *,
         short_side: int | None = None,
         max_pixels: int | None = MAX_PIXELS,
+        device: str = "cpu",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown video backend {backend!r}; choose one of {BACKENDS}")
+        device = check_device(device, backend)
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 0:
             raise ValueError(
                 f"num_threads must be an int >= 0 (0 lets FFmpeg choose), got {num_threads!r}"
@@ -133,6 +142,7 @@ class VideoReader:
         self.num_threads = num_threads
         self.short_side = short_side
         self.max_pixels = max_pixels
+        self.device = device
         self._requested = backend
         self._decoder: _Decoder | None = None
         self._pid = -1  # process that opened _decoder
@@ -184,7 +194,9 @@ class VideoReader:
         decoder = self._live()
         wanted = self._check_indices(indices, decoder.num_frames)
         if not wanted:
-            empty = torch.empty((0, decoder.height, decoder.width, 3), dtype=torch.uint8)
+            empty = torch.empty(
+                (0, decoder.height, decoder.width, 3), dtype=torch.uint8, device=self.device
+            )
             return Frames(empty, torch.empty(0, dtype=torch.float64))
         data, pts_s = decoder.decode(wanted)
         return Frames(data, pts_s)
@@ -201,7 +213,9 @@ class VideoReader:
         decoder = self._live()
         times = self._check_times(seconds, decoder.start, decoder.duration)
         if not times:
-            empty = torch.empty((0, decoder.height, decoder.width, 3), dtype=torch.uint8)
+            empty = torch.empty(
+                (0, decoder.height, decoder.width, 3), dtype=torch.uint8, device=self.device
+            )
             return Frames(empty, torch.empty(0, dtype=torch.float64))
         data, pts_s = decoder.decode_at(times)
         return Frames(data, pts_s)
@@ -233,6 +247,7 @@ class VideoReader:
             "num_threads": self.num_threads,
             "short_side": self.short_side,
             "max_pixels": self.max_pixels,
+            "device": self.device,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -240,6 +255,7 @@ class VideoReader:
         self.num_threads = state["num_threads"]
         self.short_side = state["short_side"]
         self.max_pixels = state["max_pixels"]
+        self.device = state.get("device", "cpu")
         self._requested = state["backend"]
         self._decoder = None
         self._pid = -1
@@ -256,7 +272,9 @@ class VideoReader:
         if self._decoder is None or self._pid != os.getpid():
             if self._decoder is not None:  # inherited through fork: it shares the parent's file
                 _INHERITED.append(self._decoder)  # offset, so it must not be used
-            self._decoder = _open(self.path, self._requested, self.num_threads, self.short_side)
+            self._decoder = _open(
+                self.path, self._requested, self.num_threads, self.short_side, self.device
+            )
             self._pid = os.getpid()
             d = self._decoder
             if self.max_pixels is not None and d.source_pixels > self.max_pixels:
@@ -321,9 +339,42 @@ class VideoReader:
         return [max(float(value), start) for value in values]
 
 
-def _open(path: Path, requested: str, num_threads: int, short_side: int | None) -> _Decoder:
+def check_device(device: str, backend: str) -> str:
+    """`device` ("cpu", "cuda" or "cuda:N") as the reader keeps it, or ValueError naming the fix
+    when `backend` cannot decode there or this machine has no such GPU."""
+    try:
+        kind = torch.device(device).type if isinstance(device, str) else None
+    except RuntimeError:
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    device = str(torch.device(device))
+    if kind == "cpu":
+        return device
+    if backend == "pyav":
+        raise ValueError(
+            f"PyAV decodes on the CPU only: device={device!r} needs backend='torchcodec' or "
+            "'auto' (which then uses torchcodec), or use device='cpu'"
+        )
+    unavailable = load_error()
+    if unavailable is not None:
+        raise ValueError(f"device={device!r} decodes with torchcodec, which is unavailable: "
+                         f"{unavailable}; or use device='cpu'")  # fmt: skip
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} needs a GPU that torch can use, and torch.cuda.is_available() is "
+            "False (no GPU here, or a CPU-only torch build); use device='cpu'"
+        )
+    return device
+
+
+def _open(
+    path: Path, requested: str, num_threads: int, short_side: int | None, device: str = "cpu"
+) -> _Decoder:
     """Check the file, then open it with the requested backend ("auto": see the module doc)."""
     _check_file(path)
+    if device != "cpu":  # only torchcodec decodes on a GPU (`check_device`)
+        return _open_torchcodec_strict(path, num_threads, short_side, device)
     if requested == "pyav":
         return PyAVDecoder(path, num_threads, short_side)
     unavailable = load_error()
@@ -346,16 +397,15 @@ def _open(path: Path, requested: str, num_threads: int, short_side: int | None) 
 
 
 def _open_torchcodec_strict(
-    path: Path, num_threads: int, short_side: int | None
+    path: Path, num_threads: int, short_side: int | None, device: str = "cpu"
 ) -> TorchcodecDecoder:
     """Open with torchcodec only; explain failures in PyAV's plain words where PyAV also fails."""
+    others = "backend='pyav' or 'auto'" if device == "cpu" else "device='cpu'"
     try:
-        decoder = TorchcodecDecoder(path, num_threads, short_side)
+        decoder = TorchcodecDecoder(path, num_threads, short_side, device)
     except TorchcodecOpenError as error:
         PyAVDecoder(path, num_threads).close()  # raises VideoDecodeError with the reason
-        raise VideoDecodeError(
-            path, f"torchcodec cannot open it ({error}); backend='pyav' or 'auto' can"
-        ) from None
+        raise VideoDecodeError(path, f"torchcodec cannot open it ({error}); {others} can") from None
     if decoder.header_num_frames not in (None, decoder.num_frames):
         # Header and packets disagree: a truncated file, whose last packet may be cut off.
         try:
@@ -366,7 +416,7 @@ def _open_torchcodec_strict(
                 path,
                 f"truncated or corrupt: the header lists {decoder.header_num_frames} frames, the "
                 f"file holds {decoder.num_frames} and frame {decoder.num_frames - 1} does not "
-                "decode with torchcodec; backend='auto' or 'pyav' reads the frames that do",
+                f"decode with torchcodec; {others} reads the frames that do",
             ) from None
     return decoder
 
