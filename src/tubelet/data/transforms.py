@@ -136,8 +136,8 @@ def normalize(clip: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tens
     """`uint8 (T, H, W, 3)` -> `float32 (C, T, H, W)` with `(x / 255 - mean) / std` per channel."""
     _check_clip(clip)
     _check_stats(mean, std)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)  # (C, 1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)  # (C, 1, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=clip.device).view(3, 1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=clip.device).view(3, 1, 1, 1)
     x = clip.permute(3, 0, 1, 2)  # (C, T, H, W)
     x = x.to(torch.float32, memory_format=torch.contiguous_format)
     return x.div_(255.0).sub_(mean_t).div_(std_t)
