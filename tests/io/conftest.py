@@ -120,6 +120,15 @@ def sample_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SampleV
     return videos
 
 
+@pytest.fixture(scope="session")
+def mpeg4_bframes_avi(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MPEG-4 part 2 with B-frames in AVI: packets carry no presentation times, so a reader must
+    reorder frames itself (torchcodec's exact seeks land a frame or two early here)."""
+    path = tmp_path_factory.mktemp("mpeg4_bframes") / "mpeg4_bframes.avi"
+    encode(path, "mpeg4", {"bf": "2", "g": "12"})
+    return path
+
+
 def encode_noise(
     path: Path,
     encoder: str,

@@ -92,7 +92,12 @@ def _decoders() -> list[Check]:
         checks = [
             Check("FFmpeg for torchcodec", "does not load", ok=False, needed=False, fix=reason)
         ]
-    checks.append(Check("decoder of backend='auto'", "torchcodec" if reason is None else "pyav"))
+    from tubelet.io.reader import auto_backend
+
+    resized = auto_backend(resized=True, torchcodec_loads=reason is None)
+    full = auto_backend(resized=False, torchcodec_loads=reason is None)
+    picks = f"{resized} for clips resized in decoding, {full} for full frames"
+    checks.append(Check("decoder of backend='auto'", full if full == resized else picks))
     checks.append(_round_trip())
     return checks
 

@@ -92,6 +92,7 @@ class TorchcodecDecoder:
         if self.num_frames == 0:
             raise TorchcodecOpenError("the scan found no video frames")
         self.header_num_frames: int | None = meta.num_frames_from_header
+        self.codec: str = str(meta.codec or "")  # FFmpeg's name: "h264", "mpeg4", ...
         self.height, self.width = transforms[0].size if transforms else (meta.height, meta.width)
         # On a GPU: the size the decoded frames are resized to there, None to keep them.
         self._resize: tuple[int, int] | None = None

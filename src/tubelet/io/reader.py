@@ -20,11 +20,15 @@ the backends). A packet whose data is damaged inside is found only when decoded:
 then raises `VideoDecodeError` naming every requested index that did not decode, and the other
 frames still decode. `tubelet data validate` decodes whole files to list such damage up front.
 
-`backend="auto"` uses torchcodec (on small clips as fast as PyAV or up to ~20% faster: about 4 ms
-to open a 72x72, 24-frame mp4 and decode 8 frames), and PyAV for the files torchcodec cannot open
-or whose header and packets disagree on the frame count. Those are mostly truncated files, whose
-cut-off last packet torchcodec counts as a frame but PyAV's index leaves out, so `num_frames`
-counts frames that decode.
+`backend="auto"` picks by `auto_backend`, a rule measured on clips decoded as the training loader
+decodes them (benchmarks/decoder_rule.py; docs/experiments/2026-12-05-decoder-auto-rule.md):
+PyAV when frames are resized in the decoder (`short_side`, as `VideoDataset` always asks), where
+it was never slower on average for any codec, torchcodec when full frames are decoded; torchcodec
+on a GPU (`device`). When torchcodec is picked, PyAV still opens MPEG-4 part 2 (which torchcodec
+can seek wrongly: `TORCHCODEC_MISSEEKS`), the files torchcodec cannot open, and those whose header
+and packets disagree on the frame count. Those are mostly truncated files, whose cut-off last
+packet torchcodec counts as a frame but PyAV's index leaves out, so `num_frames` counts frames
+that decode.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ from tubelet.io.errors import VideoDecodeError
 
 BACKENDS = ("auto", "torchcodec", "pyav")
 MAX_PIXELS = 36_000_000  # per frame; 8K (8192x4320 = 35.4 M) fits
+# Codecs whose frames torchcodec 0.17's exact seeks can get wrong, so `auto` reads them with PyAV:
+# MPEG-4 part 2 with B-frames in AVI (packets without presentation times) comes back a frame
+# early on random access (frame 4 for 5); PyAV's index returns the right frames.
+TORCHCODEC_MISSEEKS = frozenset({"mpeg4"})
 
 # Decoders a forked child inherited, kept but never used: freeing one that runs FFmpeg threads
 # (num_threads != 1) would wait forever for threads that fork did not copy.
@@ -368,30 +376,74 @@ def check_device(device: str, backend: str) -> str:
     return device
 
 
+def auto_backend(*, resized: bool, torchcodec_loads: bool = True) -> str:
+    """The backend `backend="auto"` opens a file with on the CPU: "torchcodec" or "pyav".
+
+    It uses only what is known before the file is opened, `resized` (a `short_side` is given) and
+    whether torchcodec loads here, because learning more costs an open: the container's codec
+    takes an `av.open` (FFmpeg decodes a frame to probe the stream: 0.2 ms for 320x240 MPEG-4,
+    7.5 ms for 640x360 VP9, 24 ms for 1280x720 H.264), and the indices come only with
+    `get_frames`, after the open.
+
+    Measured by benchmarks/decoder_rule.py (2-core x86-64 CPU shared with other jobs, one FFmpeg
+    and one torch thread as in a DataLoader worker, one `VideoReader` per clip; torchcodec 0.17,
+    PyAV 18.1; 120 cases: H.264, VP9 and MPEG-4 part 2, 160x120 to 1280x720, 2 s and 60 s,
+    keyframes every 30 or 250 frames, 8/16/32 frames uniform or dense; ratio = torchcodec's time
+    / PyAV's, geometric mean over the cases; docs/experiments/2026-12-05-decoder-auto-rule.md):
+
+    - resized to a short side of 129 (`--size 112` training): H.264 1.12 (PyAV faster in 56 of
+      72 cases; up to 1.84 on sparse reads of long GOPs, where PyAV skips the non-reference
+      frames), VP9 0.98 and MPEG-4 0.96 (ties: PyAV faster in 11 of 24 each). torchcodec's resize
+      needs the frame size before its decoder is made, which costs it a second open. PyAV for
+      every file: 1.05x the faster backend of each case; torchcodec for every file: 1.11x;
+      by codec after an `av.open` probe (PyAV for H.264): 1.05x, no gain for the probe.
+    - full frames: VP9 0.90, MPEG-4 0.82 (torchcodec faster), H.264 1.02 (PyAV faster on sparse
+      reads of long GOPs, up to 1.50; torchcodec on dense reads, down to 0.60). torchcodec for
+      every file: 1.07x the faster backend; by codec after a probe: 1.07x. (MPEG-4 part 2 still
+      goes to PyAV, for its frames: `TORCHCODEC_MISSEEKS`.)
+
+    Without torchcodec, PyAV decodes everything; on a GPU (`device`) only torchcodec decodes.
+    """
+    if not torchcodec_loads or resized:
+        return "pyav"
+    return "torchcodec"
+
+
 def _open(
     path: Path, requested: str, num_threads: int, short_side: int | None, device: str = "cpu"
 ) -> _Decoder:
-    """Check the file, then open it with the requested backend ("auto": see the module doc)."""
+    """Check the file, then open it with the requested backend ("auto": `auto_backend`)."""
     _check_file(path)
     if device != "cpu":  # only torchcodec decodes on a GPU (`check_device`)
         return _open_torchcodec_strict(path, num_threads, short_side, device)
+    unavailable = load_error()
+    if requested == "auto":
+        loads = unavailable is None
+        requested = auto_backend(resized=short_side is not None, torchcodec_loads=loads)
+        if requested == "torchcodec":
+            return _open_torchcodec_or_pyav(path, num_threads, short_side)
     if requested == "pyav":
         return PyAVDecoder(path, num_threads, short_side)
-    unavailable = load_error()
-    if requested == "torchcodec":
-        if unavailable is not None:
-            raise RuntimeError(
-                f"backend='torchcodec' is unavailable: {unavailable}, or use backend='pyav'"
-            )
-        return _open_torchcodec_strict(path, num_threads, short_side)
-    if unavailable is None:
-        try:
-            decoder = TorchcodecDecoder(path, num_threads, short_side)
-        except TorchcodecOpenError:
-            pass  # PyAV opens it or says in plain words why not
+    if unavailable is not None:
+        raise RuntimeError(
+            f"backend='torchcodec' is unavailable: {unavailable}, or use backend='pyav'"
+        )
+    return _open_torchcodec_strict(path, num_threads, short_side)
+
+
+def _open_torchcodec_or_pyav(path: Path, num_threads: int, short_side: int | None) -> _Decoder:
+    """torchcodec, or PyAV for the files torchcodec cannot open, counts wrongly (truncated) or
+    seeks wrongly (`TORCHCODEC_MISSEEKS`)."""
+    try:
+        decoder = TorchcodecDecoder(path, num_threads, short_side)
+    except TorchcodecOpenError:
+        pass  # PyAV opens it or says in plain words why not
+    else:
+        if decoder.codec in TORCHCODEC_MISSEEKS:
+            decoder.close()
+        elif decoder.header_num_frames in (None, decoder.num_frames):
+            return decoder
         else:
-            if decoder.header_num_frames in (None, decoder.num_frames):
-                return decoder
             decoder.close()  # likely truncated: PyAV counts only frames that decode
     return PyAVDecoder(path, num_threads, short_side)
 
@@ -400,7 +452,7 @@ def _open_torchcodec_strict(
     path: Path, num_threads: int, short_side: int | None, device: str = "cpu"
 ) -> TorchcodecDecoder:
     """Open with torchcodec only; explain failures in PyAV's plain words where PyAV also fails."""
-    others = "backend='pyav' or 'auto'" if device == "cpu" else "device='cpu'"
+    others = "backend='auto' or 'pyav'" if device == "cpu" else "device='cpu'"
     try:
         decoder = TorchcodecDecoder(path, num_threads, short_side, device)
     except TorchcodecOpenError as error:

@@ -1,0 +1,55 @@
+"""`backend="auto"`: the measured rule (`auto_backend`) branch by branch, and the backend it opens
+for every kind of file (benchmarks/decoder_rule.py measures the rule)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tubelet.io import VideoReader
+from tubelet.io._torchcodec import load_error
+from tubelet.io.reader import auto_backend
+
+KINDS = ["h264_bframes", "h264_all_keyframes", "h264_gop12", "h264_vfr_mkv", "hevc_mkv"]
+KINDS += ["vp9_webm", "mpeg4_avi", "av1_mkv", "h264_mov"]
+
+
+@pytest.mark.parametrize(
+    ("resized", "loads", "expected"),
+    [
+        (True, True, "pyav"),  # resized in the decoder: PyAV, whatever the codec
+        (False, True, "torchcodec"),  # full frames: torchcodec
+        (True, False, "pyav"),  # no torchcodec here: PyAV decodes everything
+        (False, False, "pyav"),
+    ],
+)
+def test_rule(resized, loads, expected):
+    assert auto_backend(resized=resized, torchcodec_loads=loads) == expected
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_auto_opens_the_backend_the_rule_picks(sample_videos, name):
+    if name not in sample_videos:
+        pytest.skip(f"this PyAV build has no encoder for {name}")
+    path, loads = sample_videos[name].path, load_error() is None
+    with VideoReader(path, "auto", short_side=32) as resized:
+        assert resized.backend == auto_backend(resized=True, torchcodec_loads=loads) == "pyav"
+        with VideoReader(path, "pyav", short_side=32) as pyav:
+            assert resized.get_frames([5, 0]).data.equal(pyav.get_frames([5, 0]).data)
+    with VideoReader(path, "auto") as full:  # MPEG-4 part 2: PyAV (TORCHCODEC_MISSEEKS)
+        rule = auto_backend(resized=False, torchcodec_loads=loads)
+        assert full.backend == ("pyav" if name == "mpeg4_avi" else rule)
+        assert rule == ("torchcodec" if loads else "pyav")
+
+
+def test_auto_without_torchcodec_opens_pyav(sample_videos, monkeypatch):
+    monkeypatch.setattr("tubelet.io.reader.load_error", lambda: "torchcodec does not import")
+    with VideoReader(sample_videos["h264_gop12"].path) as reader:
+        assert reader.backend == "pyav"
+
+
+def test_auto_reads_mpeg4_part2_with_pyav(mpeg4_bframes_avi, frame_index):
+    indices = [5, 20, 40, 13]
+    with VideoReader(mpeg4_bframes_avi) as reader:
+        assert reader.backend == "pyav"
+        frames = reader.get_frames(indices).data.numpy()
+    assert [frame_index(image) for image in frames] == indices
