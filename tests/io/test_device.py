@@ -149,3 +149,12 @@ def test_resize_frames_matches_the_transform():
     assert resized.is_contiguous()
     assert (resized.int() - short_side_resize(frames, 24).int()).abs().max() <= 1
     assert resize_frames(frames, (48, 64)) is frames
+
+
+def test_the_cuda_build_fix_names_the_wheel_index(monkeypatch):
+    from tubelet.io._torchcodec import cuda_build_fix
+
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    assert "--index-url https://download.pytorch.org/whl/cu128" in cuda_build_fix("x")
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert "CUDA build that matches torch's CUDA" in cuda_build_fix("x")

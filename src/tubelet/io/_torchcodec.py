@@ -145,7 +145,7 @@ class TorchcodecDecoder:
 
     def _frames(self, data: torch.Tensor) -> torch.Tensor:
         """torchcodec's uint8 (N, H, W, 3) frames, resized on the GPU when asked, contiguous."""
-        return resize_frames(data, self._resize) if self._resize else data.contiguous()
+        return (resize_frames(data, self._resize) if self._resize else data).contiguous()
 
     def _missing(self, get: Any, keys: list[Any], what: str, error: Exception) -> VideoDecodeError:
         """The error for a failed batch: retries each key alone to name those that fail.
@@ -171,12 +171,15 @@ def cuda_build_fix(reason: str) -> str:
     """Why this torchcodec cannot decode on a GPU, with the fix."""
     import torchcodec
 
-    cuda = torch.version.cuda or "your CUDA version"
+    version = getattr(torchcodec, "__version__", "?")
+    cuda = torch.version.cuda
+    build = "the CUDA build that matches torch's CUDA"
+    if cuda:  # e.g. "12.8" -> the cu128 wheels
+        index = f"https://download.pytorch.org/whl/cu{cuda.replace('.', '')}"
+        build = f"the build for torch's CUDA {cuda} (`pip install torchcodec --index-url {index}`)"
     return (
-        f"device='cuda' needs a torchcodec built with CUDA; torchcodec "
-        f"{getattr(torchcodec, '__version__', '?')} here is not ({reason}): install the build "
-        f"for torch's CUDA {cuda} (`pip install torchcodec --index-url "
-        f"https://download.pytorch.org/whl/cu{cuda.replace('.', '')}`), or use device='cpu'"
+        f"device='cuda' needs a torchcodec built with CUDA; torchcodec {version} here is not "
+        f"({reason}): install {build}, or use device='cpu'"
     )
 
 
