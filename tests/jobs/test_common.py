@@ -1,4 +1,5 @@
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,16 @@ def test_configs_saved_before_task_settings_had_a_home_still_resume(tmp_path):
 def test_settings_without_a_default_keep_their_value():
     settings = task_settings("generation", {"vae": "runs/vae", "objective": "flow"})
     assert settings.vae == "runs/vae" and settings.objective == "flow"
+
+
+def test_a_renamed_builder_argument_is_the_same_run_under_either_name(tmp_path):
+    config = jsonable(TrainJob(out=tmp_path, task="autoencoder", model="wan_vae",
+                               model_args={"width": 4}))  # fmt: skip
+    previous = {**config, "model_args": {"dim": 4, "kl_weight": 0.001}}  # as a run saved then
+    del previous["kl_weight"]
+    check_same_run(saved_config(previous), config, tmp_path)
+    # A new run records the new name whichever the command used.
+    common.open_run(TrainJob(out=tmp_path / "r", task="autoencoder", model="wan_vae",
+                             model_args={"dim": 4}), config={"model_args": {"dim": 4}})  # fmt: skip
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["model_args"] == {"width": 4}

@@ -18,6 +18,7 @@ from tubelet.data.transforms import EvalTransform
 from tubelet.engine.distributed import dist_env, main_decides
 from tubelet.engine.run import RunDir, open_run_dir, seed_everything, tensorboard_error, versions
 from tubelet.engine.trainer import OptimConfig, RuntimeConfig
+from tubelet.models.registry import translate_legacy_args
 from tubelet.models.spec import Preprocessing
 from tubelet.normalization import IMAGENET_MEAN, IMAGENET_STD
 
@@ -301,18 +302,23 @@ def saved_config(previous: dict[str, Any]) -> dict[str, Any]:
     """A run's saved config.json as `jsonable` writes it today. Runs saved before task settings
     had their own home kept them elsewhere: flow's and generation's in a `task_settings` entry, or
     earlier still in the model arguments (`num_flow_updates`, `prediction`, `kl_weight`, ...);
-    settings they did not record had the defaults they have now."""
-    kind = TASK_SETTINGS.get(previous.get("task", "classification"))
-    if kind is None or "model_args" not in previous:
+    settings they did not record had the defaults they have now. Renamed builder arguments take
+    their new names (`translate_legacy_args`), as `open_run` records them."""
+    if "model_args" not in previous:
         return previous
-    model_args, old = split_task_args(previous["task"], previous["model_args"] or {})
+    task = previous.get("task", "classification")
+    model_args, old = split_task_args(task, previous["model_args"] or {})
+    rest = {k: v for k, v in previous.items() if k != "task_settings"}
+    rest["model_args"] = translate_legacy_args(previous.get("model", ""), model_args)
+    kind = TASK_SETTINGS.get(task)
+    if kind is None:
+        return rest
     defaults = {
         k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(kind()).items()
     }
     saved = {k: previous[k] for k in defaults if k in previous}
     nested = previous.get("task_settings") or {}
-    rest = {k: v for k, v in previous.items() if k != "task_settings"}
-    return {**rest, "model_args": model_args, **defaults, **saved, **old, **nested}
+    return {**rest, **defaults, **saved, **old, **nested}
 
 
 @contextmanager
@@ -344,6 +350,8 @@ def open_run(job: TrainJob, config: dict[str, Any]) -> RunDir:
     stops with its message (`open_run_dir`). `job.log` may add TensorBoard event files."""
     tensorboard = logs_to_tensorboard(job)
     config = {**config, "versions": versions()}
+    if "model_args" in config:  # renamed builder arguments by their new names: one run either way
+        config["model_args"] = translate_legacy_args(job.model, config["model_args"])
     root = Path(job.out)
 
     def check(previous: dict[str, Any]) -> None:
