@@ -126,8 +126,9 @@ TaskArgs = Annotated[
     list[str],
     typer.Option(
         "--task-arg", "-t", metavar="KEY=VALUE",
-        help="The task's own setting, repeatable (flow: updates; generation: prediction, "
-        "schedule, objective, vae, ... see docs/generation.md).",
+        help="The task's own setting, repeatable (classification: label_smoothing; flow: "
+        "updates; generation: prediction, schedule, objective, vae, ... see "
+        "docs/generation.md; autoencoder: kl_weight).",
     ),
 ]  # fmt: skip
 Seed = Annotated[int, typer.Option()]

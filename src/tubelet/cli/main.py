@@ -135,9 +135,9 @@ def train(
 ) -> None:
     """Train a model (action recognition by default); resumes the run in --out if interrupted.
 
-    The run settings are every task's; --task-arg KEY=VALUE sets the task's own (flow: updates;
-    generation: see docs/generation.md; autoencoder: kl_weight; classification: label_smoothing
-    and the options --init ... --layer-decay). An option the task does not read is refused."""
+    The run settings are every task's; the task's own come from --task-arg KEY=VALUE and, for
+    classification, --init ... --layer-decay (--lora-rank: generation's). An option the task
+    does not read is refused."""
     from tubelet.engine.distributed import launched_rank
     from tubelet.jobs import TrainJob, check_options, default_model, default_workers
     from tubelet.jobs import train as train_job
