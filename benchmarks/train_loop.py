@@ -4,9 +4,14 @@ In one process, for one model and one input, on real H.264 mp4 files it writes f
 
 - `bare_step`: the model's own training step on one batch already on the device (uint8 clips
   normalised there, forward, cross-entropy, backward, AdamW step; bf16/fp16 autocast and
-  channels-last as asked), in clips/s: what the loop could reach if data were free;
+  channels-last as asked), in clips/s: what the loop could reach if data were free. It is timed
+  before and after the other two (`--steps` each, median of all), so that a machine whose speed
+  drifts during the run moves it as it moves them;
 - `decoder`: the training loader alone, the same `--workers` decoding the same files with the same
   sampling and augmentation, no model: the clips/s the data path can deliver;
+- `loop_in_memory`: tubelet's trainer (`tubelet.engine.Trainer`, as `tubelet train` runs it:
+  prefetch, on-device normalisation, gradient clipping, schedule) fed from clips held in memory,
+  no decoding: the loop's own cost against the bare step, apart from the decoders' use of the CPU;
 - `train`: `tubelet train` itself (`tubelet.jobs.classification.train`), its clips/s and the share
   of the epoch it waited for data, from the run's `metrics.jsonl` (the first epoch, which starts
   the workers and warms up, is left out);
@@ -33,19 +38,31 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from tubelet.data import ClipSpec, build_dataset, build_loader
 from tubelet.data.synthetic import CLASSES, write_synthetic_dataset
 from tubelet.data.transforms import BatchNormalize
-from tubelet.engine.trainer import RuntimeConfig, autocast, grad_scaler, prepare_model
+from tubelet.engine.run import RunDir
+from tubelet.engine.trainer import (
+    OptimConfig,
+    RuntimeConfig,
+    Trainer,
+    autocast,
+    grad_scaler,
+    prepare_model,
+)
 from tubelet.jobs.classification import train
 from tubelet.jobs.common import TrainJob
 from tubelet.models import create_model
+from tubelet.models.spec import ModelSpec
 from tubelet.normalization import IMAGENET_MEAN, IMAGENET_STD
+from tubelet.tasks import ClassificationTask
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,8 +119,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_step(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Clips/s of the model's own step on one device-resident uint8 batch."""
+def bare_step(args: argparse.Namespace, device: torch.device) -> Callable[[], list[float]]:
+    """A timer of the model's own step on one device-resident uint8 batch: each call runs
+    `--steps` steps and returns their times (s)."""
     torch.manual_seed(0)
     model = create_model(args.model, num_classes=len(CLASSES), **model_args(args.model_arg))
     runtime = RuntimeConfig(channels_last=args.channels_last, compile=args.compile)
@@ -127,14 +145,17 @@ def bare_step(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     for _ in range(3):
         step()
     sync(device)
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    return {"clips_per_s": args.batch / median, "median_step_s": median, "steps": args.steps}
+
+    def timed() -> list[float]:
+        times = []
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            step()
+            sync(device)
+            times.append(time.perf_counter() - start)
+        return times
+
+    return timed
 
 
 def decoder_alone(args: argparse.Namespace, data: Path) -> dict[str, Any]:
@@ -162,6 +183,40 @@ def decoder_alone(args: argparse.Namespace, data: Path) -> dict[str, Any]:
         "batch_bytes_uint8": batch_bytes,
         "batch_bytes_float32": 4 * batch_bytes,
     }
+
+
+class _Clips(Dataset):
+    """`n` random uint8 clips held in memory, labelled in turn."""
+
+    def __init__(self, n: int, shape: tuple[int, ...]) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.clips = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"video": self.clips[i], "label": i % len(CLASSES), "index": i, "bad_files": []}
+
+
+def loop_in_memory(args: argparse.Namespace, device: torch.device, out: Path) -> dict[str, Any]:
+    """Clips/s of the trainer fed from memory (`--epochs` epochs of 10 batches, the first left
+    out); evaluation is skipped."""
+    torch.manual_seed(0)
+    model = create_model(args.model, num_classes=len(CLASSES), **model_args(args.model_arg))
+    clips = _Clips(10 * args.batch, (3, args.frames, args.size, args.size))
+    loader = build_loader(clips, batch_size=args.batch, train=True, num_workers=0)
+    runtime = RuntimeConfig(channels_last=args.channels_last, compile=args.compile)
+    trainer = Trainer(
+        model, ClassificationTask(len(CLASSES), 0.1), train_loader=loader, val_loader=loader,
+        config=OptimConfig(epochs=args.epochs, precision=args.precision), run=RunDir(out),
+        spec=ModelSpec(args.model, {}, "classification"), device=device, show_progress=False,
+        runtime=runtime, prepare=BatchNormalize(channels_last=args.channels_last),
+    )  # fmt: skip
+    trainer.evaluate = lambda *a, **k: {"top1": 0.0}  # type: ignore[method-assign]
+    trainer.fit()
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {"clips_per_s": statistics.median(r["clips_per_s"] for r in lines[1:] or lines)}
 
 
 def train_run(args: argparse.Namespace, data: Path, out: Path) -> dict[str, Any]:
@@ -193,9 +248,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         root = args.workdir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         data = write_videos(root, args)
-        bare = bare_step(args, device)
+        bare_timer = bare_step(args, device)
+        before = bare_timer()
         decoder = decoder_alone(args, data)
+        in_memory = loop_in_memory(args, device, root / f"loop_{time.time_ns()}")
         trained = train_run(args, data, root / f"run_{time.time_ns()}")
+        after = bare_timer()
+    median = statistics.median(before + after)
+    bare = {
+        "clips_per_s": args.batch / median, "median_step_s": median,
+        "clips_per_s_before": args.batch / statistics.median(before),
+        "clips_per_s_after": args.batch / statistics.median(after), "steps": 2 * args.steps,
+    }  # fmt: skip
     ratio = trained["clips_per_s"] / bare["clips_per_s"]
     applies = decoder["clips_per_s"] > bare["clips_per_s"]
     result = {
@@ -212,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "bare_step": bare,
         "decoder": decoder,
+        "loop_in_memory": in_memory,
         "train": trained,
         "ratio": ratio,
         "goal_applies": applies,
@@ -220,6 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(
         f"bare step {bare['clips_per_s']:.1f} clips/s | decoder alone {decoder['clips_per_s']:.1f} "
+        f"clips/s | loop on clips in memory {in_memory['clips_per_s']:.1f} "
         f"clips/s | tubelet train {trained['clips_per_s']:.1f} clips/s "
         f"({trained['data_wait_share']:.0%} waiting) | ratio {ratio:.2f} -> {args.out}"
     )

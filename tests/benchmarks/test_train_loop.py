@@ -24,7 +24,7 @@ def test_tiny_run_writes_bare_step_decoder_train_and_their_ratio(tmp_path: Path)
     result = json.loads(out.read_text())
     assert [e["epoch"] for e in result["train"]["epochs"]] == [1, 2]
     assert result["train"]["clips_per_s"] == result["train"]["epochs"][1]["clips_per_s"]
-    for part in ("bare_step", "decoder", "train"):
+    for part in ("bare_step", "decoder", "loop_in_memory", "train"):
         assert result[part]["clips_per_s"] > 0
     assert result["ratio"] == pytest.approx(
         result["train"]["clips_per_s"] / result["bare_step"]["clips_per_s"]
