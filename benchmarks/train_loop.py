@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--decode-device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda: NVDEC through torchcodec, in the training process")  # fmt: skip
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--steps", type=int, default=20, help="timed bare steps")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the videos and runs here")
@@ -163,10 +165,13 @@ def decoder_alone(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     is left out; the next two are timed."""
     clip = ClipSpec(frames=args.frames, sampling=args.sampling)
     dataset, _ = build_dataset(data, "train", clip=clip, size=args.size, train=True,
-                               normalized=False)  # fmt: skip
+                               normalized=False, decode_device=args.decode_device)  # fmt: skip
+    workers = {"num_workers": args.workers}
+    if args.decode_device != "cpu":  # as `tubelet.jobs.common.loader_workers`
+        workers = {"num_workers": 0, "pin_memory": False}
     loader = build_loader(
-        dataset, batch_size=args.batch, train=True, num_workers=args.workers,
-        item_bytes=3 * args.frames * args.size**2,
+        dataset, batch_size=args.batch, train=True, item_bytes=3 * args.frames * args.size**2,
+        **workers,
     )  # fmt: skip
     rates = []
     for epoch in range(3):
@@ -226,6 +231,7 @@ def train_run(args: argparse.Namespace, data: Path, out: Path) -> dict[str, Any]
         frames=args.frames, sampling=args.sampling, size=args.size, epochs=args.epochs,
         batch_size=args.batch, precision=args.precision, workers=args.workers,
         channels_last=args.channels_last, compile=args.compile, flip=True,
+        decode_device=args.decode_device,
     )  # fmt: skip
     train(job, show_progress=False)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -164,3 +164,13 @@ def test_the_pixel_ceiling_is_one_line_and_lifts(list_dataset, tmp_path):
     result = invoke("eval", "--checkpoint", run, "--data", list_dataset, "--max-pixels", "1000",
                     "--workers", "0")  # fmt: skip
     _refused(result, "not one val video could be read", "over the ceiling of 1,000")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without GPU")
+def test_decoding_on_a_gpu_that_is_not_there_is_one_line(list_dataset, tmp_path):
+    tiny = ("--model", "frame2d_resnet18", "-m", "width=4", "--size", "32", "--epochs", "1")
+    _refused(invoke("train", "--data", list_dataset, *tiny, "--decode-device", "cuda",
+                    "--out", tmp_path / "x"), "device='cuda' needs a GPU")  # fmt: skip
+    assert not (tmp_path / "x").exists()
+    _refused(invoke("train", "--task", "flow", "--decode-device", "cuda", "--out", tmp_path / "y"),
+             "--decode-device is not used by --task flow")  # fmt: skip

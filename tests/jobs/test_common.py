@@ -175,3 +175,15 @@ def test_a_renamed_builder_argument_is_the_same_run_under_either_name(tmp_path):
                              model_args={"dim": 4}), config={"model_args": {"dim": 4}})  # fmt: skip
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["model_args"] == {"width": 4}
+
+
+def test_clips_decoded_on_the_gpu_are_loaded_in_the_training_process():
+    on_cpu = TrainJob(out=Path("run"), workers=3)
+    assert common.loader_workers(on_cpu) == {"num_workers": 3}
+    on_gpu = dataclasses.replace(on_cpu, decode_device="cuda")
+    assert common.loader_workers(on_gpu) == {"num_workers": 0, "pin_memory": False}
+    assert "decode_device" in common.RUNTIME_FIELDS  # a run may resume decoding elsewhere
+    for task in ("flow", "detection", "generation", "autoencoder"):
+        with pytest.raises(ValueError, match="--decode-device is not used"):
+            jobs.check_options(task, ["decode_device"])
+    jobs.check_options("pretrain", ["decode_device"])

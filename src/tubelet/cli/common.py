@@ -110,6 +110,13 @@ GradCheckpointing = Annotated[
 ]
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Channels-last memory layout.")]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model.")]
+DecodeDevice = Annotated[
+    str,
+    typer.Option(
+        help="Where clips are decoded: cpu (in --workers processes) or cuda (NVDEC through "
+        "torchcodec, in the training process; --workers is then not used)."
+    ),
+]
 Fsdp = Annotated[
     bool, typer.Option("--fsdp", help="Under torchrun: shard the model (FSDP) instead of DDP.")
 ]

@@ -31,7 +31,7 @@ from tubelet.normalization import SIGNED_MEAN, SIGNED_STD
 from tubelet.tasks.autoencoder import AutoencoderTask
 
 DEFAULT_MODEL = "wan_vae"
-UNUSED: tuple[str, ...] = ()  # the run settings this job does not read
+UNUSED = ("decode_device",)  # the run settings this job does not read
 
 
 def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None = None) -> dict:

@@ -33,6 +33,7 @@ from tubelet.jobs.common import (
     clip_spec,
     eval_transform,
     jsonable,
+    loader_workers,
     open_run,
     optim_config,
     runtime_config,
@@ -61,7 +62,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     clip = ClipSpec(frames=job.frames, sampling=job.sampling, stride=job.stride)
     # Clips stay uint8 until they reach the device (`prepare` below normalises them there).
     common = {"clip": clip, "size": job.size, "bad_files": job.bad_files, "seed": job.seed,
-              "normalized": False}  # fmt: skip
+              "normalized": False, "decode_device": job.decode_device}  # fmt: skip
     train_set, annotations = build_dataset(data_root, "train", train=True, flip=job.flip, **common)
     val_set, _ = build_dataset(
         data_root, "val", train=False, classes=annotations.classes, **common
@@ -107,8 +108,9 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         task_args={"reversal_pairs": [list(p) for p in annotations.reversal_pairs]},
     )
     task = ClassificationTask(num_classes, own.label_smoothing, annotations.reversal_pairs)
-    loader_args = {"batch_size": job.batch_size, "num_workers": job.workers, "seed": job.seed,
-                   "item_bytes": 3 * job.frames * job.size**2}  # a uint8 clip  # fmt: skip
+    loader_args = {"batch_size": job.batch_size, "seed": job.seed,
+                   "item_bytes": 3 * job.frames * job.size**2,  # a uint8 clip
+                   **loader_workers(job)}  # fmt: skip
     trainer = Trainer(
         model, task, config=optim_config(job), run=run, spec=spec, show_progress=show_progress,
         runtime=runtime_config(job), groups=groups,

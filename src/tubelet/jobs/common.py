@@ -235,6 +235,7 @@ class TrainJob:
     grad_checkpointing: bool = False
     channels_last: bool = False
     compile: bool = False
+    decode_device: str = "cpu"  # "cuda": NVDEC in the training process (video-clip tasks)
     fsdp: bool = False
     log: str = "files"  # "tensorboard": also write TensorBoard event files into the run folder
     settings: TaskSettings | None = None
@@ -268,7 +269,7 @@ def builder_args(job: TrainJob) -> dict[str, Any]:
 
 
 # Switches that change memory, speed or devices but not what is learnt: a run may resume with others.
-RUNTIME_FIELDS = ("grad_checkpointing", "channels_last", "compile", "fsdp")
+RUNTIME_FIELDS = ("grad_checkpointing", "channels_last", "compile", "decode_device", "fsdp")
 LOGS = (
     "files",
     "tensorboard",
@@ -281,6 +282,15 @@ def runtime_config(job: TrainJob) -> RuntimeConfig:
         grad_checkpointing=job.grad_checkpointing, channels_last=job.channels_last,
         compile=job.compile, parallel="fsdp" if job.fsdp else "ddp",
     )  # fmt: skip
+
+
+def loader_workers(job: TrainJob) -> dict[str, Any]:
+    """`build_loader`'s worker settings for the clips of `job`: `job.workers` processes, or, when
+    clips are decoded on the GPU (`decode_device` "cuda"), none and no pinning: CUDA does not
+    survive in forked workers, and frames that are on the GPU already cannot be pinned."""
+    if job.decode_device == "cpu":
+        return {"num_workers": job.workers}
+    return {"num_workers": 0, "pin_memory": False}
 
 
 def default_workers() -> int:

@@ -54,7 +54,7 @@ from tubelet.tasks.detection import (
 DEFAULT_MODEL = "actionformer_tiny"
 # The run settings of clips, which a detector on features does not read (`--workers`, which
 # changes no result, is let through: one command line may serve several tasks).
-UNUSED = ("frames", "sampling", "stride", "size", "flip", "bad_files")
+UNUSED = ("frames", "sampling", "stride", "size", "flip", "bad_files", "decode_device")
 SUBSET_PAIRS = (("training", "validation"), ("Validation", "Test"), ("train", "val"))
 # The meta.json entries of a features folder that say how to make the same features again.
 FEATURE_KEYS = ("model", "model_args", "checkpoint", "level", "window", "stride", "size")

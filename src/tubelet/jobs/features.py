@@ -42,7 +42,7 @@ SAMPLINGS = {"uniform": "uniform", "dense": "crop"}
 # through).
 UNUSED = (
     "data", "stride", "size", "flip", "bad_files", "init", "checkpoint", "checkpoint_format",
-    "freeze_backbone", "layer_decay",
+    "freeze_backbone", "layer_decay", "decode_device",
 )  # fmt: skip
 
 

@@ -50,7 +50,8 @@ from tubelet.normalization import SIGNED_MEAN, SIGNED_STD
 from tubelet.tasks.flow import FlowTask, pad_to_multiple, unpad
 
 DEFAULT_MODEL = "raft_small"
-UNUSED = ("frames", "sampling", "stride", "flip", "bad_files")  # run settings of clips: pairs here
+# Run settings of clips: pairs here.
+UNUSED = ("frames", "sampling", "stride", "flip", "bad_files", "decode_device")
 SYNTHETIC_TRAIN_PAIRS = 256  # per epoch (new scenes every epoch): --epochs sets the budget
 SYNTHETIC_VAL_PAIRS = 100  # held out: drawn from another seed, the same every epoch
 HELD_OUT_SEED = 1_000_000  # added to the run's seed for the validation pairs

@@ -78,7 +78,7 @@ from tubelet.tasks.generation import (
 )
 
 DEFAULT_MODEL = "video_unet"
-UNUSED: tuple[str, ...] = ()  # the run settings this job does not read
+UNUSED = ("decode_device",)  # the run settings this job does not read
 OBJECTIVES = ("ddpm", "flow")
 TEXT_TABLE = "text_embeddings.safetensors"
 ADAPTER = "adapter.safetensors"  # a LoRA run's best adapter, with its rank in the metadata

@@ -24,6 +24,7 @@ from tubelet.jobs.common import (
     TrainJob,
     clip_preprocessing,
     jsonable,
+    loader_workers,
     open_run,
     runtime_config,
 )
@@ -73,7 +74,8 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
     model = create_model(job.model, **job.model_args)
     clip = ClipSpec(frames=job.frames, sampling=job.sampling, stride=job.stride)
     model.encoder.grid((1, 3, job.frames, job.size, job.size))  # a clear error for a bad size
-    common = {"clip": clip, "bad_files": job.bad_files, "seed": job.seed}
+    common = {"clip": clip, "bad_files": job.bad_files, "seed": job.seed,
+              "decode_device": job.decode_device}  # fmt: skip
     train_set = VideoDataset(
         unlabeled_records(data_root, "train"), train=True,
         transform=TrainTransform(size=job.size, flip=job.flip is not False, normalized=False),
@@ -91,8 +93,9 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         preprocessing=(pre := clip_preprocessing(job)),
         source=WeightsSource(data=str(data_root)),
     )
-    loader_args = {"batch_size": job.batch_size, "num_workers": job.workers, "seed": job.seed,
-                   "item_bytes": 3 * job.frames * job.size**2}  # a uint8 clip  # fmt: skip
+    loader_args = {"batch_size": job.batch_size, "seed": job.seed,
+                   "item_bytes": 3 * job.frames * job.size**2,  # a uint8 clip
+                   **loader_workers(job)}  # fmt: skip
     loaders = {
         "train_loader": build_loader(train_set, train=True, **loader_args),
         "val_loader": build_loader(val_set, train=False, **loader_args),
