@@ -32,6 +32,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tubelet.models.spec import WEIGHTS_FILE, checkpoint_folders
+from tubelet.nn.mlp import upgrade_mlp_keys
 
 Converter = Callable[[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 ArchitectureReader = Callable[[str, Path], dict[str, Any]]
@@ -196,7 +197,12 @@ def load_error_reason(error: BaseException) -> str:
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state` into `model`, refusing any partial load with a message naming the keys."""
+    """Load `state` into `model`, refusing any partial load with a message naming the keys.
+
+    Keys of a layer's older layout that the layer itself still loads (an `nn.Sequential` MLP's
+    `mlp.0.weight`: `tubelet.nn.mlp.upgrade_mlp_keys`) are renamed before the names are compared.
+    """
+    state = upgrade_mlp_keys(model, state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -245,6 +251,7 @@ def load_checkpoint(
     drop = _DROP_RULES.get(fmt)
     dropped = {k: why for k in state if drop is not None and (why := drop(name, k)) is not None}
     state = _FORMATS[fmt](name, {k: v for k, v in state.items() if k not in dropped})
+    state = upgrade_mlp_keys(model, state)  # before the fresh and head rules compare names
     own = model.state_dict()
     fresh, have = _FRESH_RULES.get(fmt), frozenset(state)
     initialised = {

@@ -18,7 +18,9 @@ class Mlp(nn.Module):
     default).
 
     Weights saved when the temporal transformer's and ActionFormer's MLPs were an `nn.Sequential`
-    (`mlp.0` ... `mlp.3`) still load: the first Linear is `fc1`, the last `fc2`.
+    (`mlp.0` ... `mlp.3`) still load, through `load_state_dict` and through the strict loader of
+    `tubelet.convert` (which renames them first with `upgrade_mlp_keys`): the first Linear is
+    `fc1`, the last `fc2`.
     """
 
     def __init__(
@@ -39,17 +41,30 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))  # (..., dim)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        indices = sorted(
-            {int(k[len(prefix) :].split(".")[0]) for k in state_dict if _indexed(k, prefix)}
-        )
-        if indices and f"{prefix}fc1.weight" not in state_dict:  # an nn.Sequential's weights
-            for index, name in ((indices[0], "fc1"), (indices[-1], "fc2")):
-                for param in ("weight", "bias"):
-                    if f"{prefix}{index}.{param}" in state_dict:
-                        state_dict[f"{prefix}{name}.{param}"] = state_dict.pop(
-                            f"{prefix}{index}.{param}"
-                        )
+        _rename_sequential_keys(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+def upgrade_mlp_keys(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`state` (a state dict for `model`) with the keys of each `Mlp` of `model` saved when it was
+    an `nn.Sequential` (`blocks.0.mlp.0.weight`) under today's names (`blocks.0.mlp.fc1.weight`);
+    other keys unchanged. For loaders that compare key names before loading."""
+    state = dict(state)
+    for name, module in model.named_modules():
+        if isinstance(module, Mlp):
+            _rename_sequential_keys(state, f"{name}." if name else "")
+    return state
+
+
+def _rename_sequential_keys(state: dict[str, Any], prefix: str) -> None:
+    """Rename in place the numbered keys of an `nn.Sequential` MLP at `prefix` (`mlp.0.weight`,
+    `mlp.3.bias`) to `fc1` (the first Linear) and `fc2` (the last); nothing if `fc1` is there."""
+    indices = sorted({int(k[len(prefix) :].split(".")[0]) for k in state if _indexed(k, prefix)})
+    if indices and f"{prefix}fc1.weight" not in state:
+        for index, name in ((indices[0], "fc1"), (indices[-1], "fc2")):
+            for param in ("weight", "bias"):
+                if f"{prefix}{index}.{param}" in state:
+                    state[f"{prefix}{name}.{param}"] = state.pop(f"{prefix}{index}.{param}")
 
 
 def _indexed(key: str, prefix: str) -> bool:
