@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from tubelet.engine.checkpoint import WEIGHTS
+from tubelet.models.spec import WEIGHTS_FILE as WEIGHTS
 from tubelet.models.spec import checkpoint_folders
 
 SHARDED = "sharded"
