@@ -3,6 +3,10 @@
 import pytest
 import torch
 
+from tubelet.data.transforms import BatchNormalize
+from tubelet.engine.checkpoint import load_model
+from tubelet.jobs.classification import train
+from tubelet.jobs.common import ClassificationSettings, TrainJob
 from tubelet.jobs.probe import (
     clip_defaults,
     freeze_backbone,
@@ -73,7 +77,9 @@ def test_start_from_a_classifier_folder_keeps_the_pooler_and_replaces_fc(tmp_pat
     assert clip_defaults("vjepa2_vitl", None, None, frames=None, size=None) == (8, 112)
 
 
-def test_a_checkpoint_with_other_pixel_statistics_is_refused_for_training(tmp_path):
+def test_a_probe_normalises_with_the_checkpoint_s_own_pixel_statistics(tmp_path, tiny_dataset):
+    """VideoPrism takes [0, 1] pixels (mean 0, std 1): the probe trains on them, and the saved
+    model says so, so predict and eval feed it the same."""
     transformers = pytest.importorskip("transformers")
     if not hasattr(transformers, "VideoPrismVisionModel"):
         pytest.skip("this transformers has no VideoPrism")
@@ -81,9 +87,26 @@ def test_a_checkpoint_with_other_pixel_statistics_is_refused_for_training(tmp_pa
         hidden_size=16, num_attention_heads=2, intermediate_size=24, num_spatial_layers=1,
         num_temporal_layers=1, tubelet_size=[1, 8, 8], image_size=16, num_frames=2,
     )  # fmt: skip
-    transformers.VideoPrismVisionModel(config).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="normalised with mean"):
-        clip_defaults("videoprism_b", tmp_path, "transformers", frames=None, size=None)
+    folder = tmp_path / "videoprism"
+    transformers.VideoPrismVisionModel(config).save_pretrained(folder)
+    assert clip_defaults("videoprism_b", folder, "transformers", frames=None, size=None) == (2, 16)
+    settings = ClassificationSettings(checkpoint=folder, checkpoint_format="transformers",
+                                      freeze_backbone=True)  # fmt: skip
+    job = TrainJob(out=tmp_path / "run", data=tiny_dataset, model="videoprism_b", frames=2,
+                   size=16, epochs=1, batch_size=4, workers=0, settings=settings)  # fmt: skip
+    seen = []
+    normalize = BatchNormalize.__call__
+
+    def spy(self, batch):
+        seen.append((self.mean, self.std))
+        return normalize(self, batch)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BatchNormalize, "__call__", spy)
+        train(job, show_progress=False)
+    assert seen and set(seen) == {((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))}
+    _, spec = load_model(tmp_path / "run")
+    assert spec.preprocessing.mean == (0.0, 0.0, 0.0) and spec.preprocessing.std == (1.0, 1.0, 1.0)
 
 
 def test_a_run_of_another_head_gives_its_backbone_to_a_new_probe(tmp_path):

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tubelet.convert import architecture_from_checkpoint
+from tubelet.convert import architecture_from_checkpoint, preprocessing_from_checkpoint
 from tubelet.convert.published import published_use
 from tubelet.data import ClipSpec, build_dataset, build_loader
 from tubelet.data.sampling import temporal_views
@@ -73,7 +73,11 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         model_args["head"] = own.head
     if own.init:  # the encoder's shape comes from the pre-training run
         model_args = {**init_model_args(own.init, job.model), **model_args}
+    stats: dict[str, Any] = {}  # the pixel statistics: ImageNet's, or the checkpoint's own
     if own.checkpoint is not None:  # published weights; the architecture from the checkpoint
+        stated = preprocessing_from_checkpoint(job.model, own.checkpoint, own.checkpoint_format)
+        if stated is not None:  # e.g. VideoPrism's [0, 1] pixels: mean 0, std 1
+            stats = {"mean": tuple(stated["mean"]), "std": tuple(stated["std"])}
         model, model_args = start_from_checkpoint(
             job.model, own.checkpoint, own.checkpoint_format, num_classes=num_classes,
             model_args={k: v for k, v in model_args.items() if k != "num_classes"},
@@ -103,7 +107,7 @@ def train(job: TrainJob, *, show_progress: bool = True, on_data: Progress | None
         model_args=architecture_args(job.model, model_args),
         task="classification",
         classes=annotations.classes,
-        preprocessing=(pre := clip_preprocessing(job)),
+        preprocessing=(pre := clip_preprocessing(job, **stats)),
         source=WeightsSource(data=str(data_root)),
         task_args={"reversal_pairs": [list(p) for p in annotations.reversal_pairs]},
     )

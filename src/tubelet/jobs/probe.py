@@ -24,7 +24,6 @@ from tubelet.convert import (
     preprocessing_from_checkpoint,
 )
 from tubelet.models import create_model
-from tubelet.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 # `tubelet train`'s clip when neither the options nor a checkpoint say otherwise.
 DEFAULT_FRAMES, DEFAULT_SIZE = 8, 112
@@ -39,22 +38,12 @@ def clip_defaults(
     size: int | None,
 ) -> tuple[int, int]:
     """(frames, size) of the training clips: the options when given, else the checkpoint's own
-    (a published model's frames per clip and crop), else 8 frames of 112 px.
-
-    The data pipeline normalises with ImageNet's statistics; a checkpoint that states others
-    (VideoPrism takes [0, 1] pixels) is refused rather than fed wrong values.
+    (a published model's frames per clip and crop), else 8 frames of 112 px. (The checkpoint's
+    pixel statistics are the training job's: `tubelet.jobs.classification.train`.)
     """
     pre = None
     if checkpoint is not None:
         pre = preprocessing_from_checkpoint(model, checkpoint, checkpoint_format)
-    if pre is not None and (
-        tuple(pre["mean"]) != tuple(IMAGENET_MEAN) or tuple(pre["std"]) != tuple(IMAGENET_STD)
-    ):
-        raise ValueError(
-            f"{model} from {checkpoint} takes pixels normalised with mean {pre['mean']} and std "
-            f"{pre['std']}; tubelet train normalises with ImageNet's, so it cannot train it yet "
-            "(zero-shot applies its own: tubelet predict --labels, tubelet eval --zero-shot)"
-        )
     # None is "not given"; a given 0 stays, to be refused with the option's name (ClipSpec).
     frames = frames if frames is not None else (pre["frames"] if pre else DEFAULT_FRAMES)
     size = size if size is not None else (pre["size"] if pre else DEFAULT_SIZE)
