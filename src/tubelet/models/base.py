@@ -23,8 +23,10 @@ class VideoClassifier(nn.Module, ABC):
     A subclass calls `super().__init__(...)`, builds its trunk and implements `forward_features`,
     (B, C, T, H, W) -> un-pooled features (B, num_features, *dims). The head averages them over
     every dim after the channel dim, then applies dropout (`head_drop`) and the linear `fc`; these
-    names match torchvision's, so its checkpoints load key for key. A subclass whose features are
-    not laid out channel-first (tokens, a class token) overrides `pool_features`.
+    names match torchvision's, so its checkpoints load key for key. A subclass with an
+    attention-pooling head (V-JEPA 2, VideoPrism) sets `pooler`, a module taking the tokens
+    (B, N, D) to (B, D), which then pools in place of the mean; a subclass whose features are not
+    laid out channel-first (tokens, a class token) overrides `pool_features`.
 
     `head_modules` names the child modules that make up the head (what a frozen-backbone probe
     trains); every other parameter belongs to the backbone.
@@ -40,6 +42,7 @@ class VideoClassifier(nn.Module, ABC):
         self.num_features = num_features
         self.num_classes = num_classes
         self.head_drop = nn.Dropout(dropout)
+        self.pooler: nn.Module | None = None
         self.fc = nn.Linear(num_features, num_classes)
         self.init_head(self.fc)
         self.grad_checkpointing: bool | str = False  # or "full" / "selective" (checkpoint_level)
@@ -54,12 +57,15 @@ class VideoClassifier(nn.Module, ABC):
         nn.init.zeros_(fc.bias)
 
     def pool_features(self, feats: Tensor) -> Tensor:
-        """(B, D, *dims) -> (B, D): the mean over every dim after the channel dim."""
+        """(B, D, *dims) -> (B, D): `pooler` over the N = prod(dims) tokens when the model has
+        one, else the mean over every dim after the channel dim."""
         if feats.ndim < 3:
             raise ValueError(
                 f"features must be (B, D, *dims) with at least one dim to pool, got shape "
                 f"{tuple(feats.shape)}; pass the output of forward_features"
             )
+        if self.pooler is not None:
+            return self.pooler(feats.flatten(2).transpose(1, 2))  # (B, N, D) -> (B, D)
         # The mean in the order the features are stored: transformers hand out their (B, N, D)
         # tokens as a (B, D, ...) view, channels-last CNNs too. Pooling that view as (B, D, ...)
         # would copy it, and backward would give every layer a gradient in the transposed layout

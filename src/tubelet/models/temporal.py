@@ -32,9 +32,8 @@ from torch import Tensor, nn
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import create_model, register_model
 from tubelet.models.spec import read_spec, weights_file
-from tubelet.nn.attention import Attention
+from tubelet.nn.block import Block
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
-from tubelet.nn.mlp import Mlp
 
 POOLS = ("cls", "mean")
 
@@ -76,27 +75,10 @@ class MeanEncoder(nn.Module):
         checkpoint_level(enable)  # still refuses an unknown level
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)); (B, L, D) -> same."""
-
-    def __init__(
-        self, dim: int, num_heads: int, *, mlp_ratio: float, attn_drop: float, proj_drop: float
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, num_heads, attn_drop=attn_drop, proj_drop=proj_drop)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.norm1(x), mask)
-        return x + self.mlp(self.norm2(x))
-
-
 class TransformerEncoder(nn.Module):
     """Features (B, T, in_dim) -> tokens (B, L, width): a linear projection, learned temporal
     positions (up to `max_len` steps), a class token when `pool="cls"` (L = T + 1, else L = T),
-    `depth` pre-norm blocks on `tubelet.nn.attention.Attention` with padding masked out of the keys,
+    `depth` pre-norm blocks (`tubelet.nn.block.Block`) with padding masked out of the keys,
     and a final LayerNorm. Pooling takes the class token, or the masked mean of the frame tokens."""
 
     def __init__(
@@ -126,7 +108,13 @@ class TransformerEncoder(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, max_len, width))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width)) if pool == "cls" else None
         self.blocks = nn.ModuleList(
-            Block(width, num_heads, mlp_ratio=mlp_ratio, attn_drop=attn_drop, proj_drop=proj_drop)
+            Block(
+                width,
+                num_heads,
+                mlp_dim=int(width * mlp_ratio),
+                attn_drop=attn_drop,
+                proj_drop=proj_drop,
+            )  # fmt: skip
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(width)

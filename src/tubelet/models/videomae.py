@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tubelet.models.registry import register_model, variant
-from tubelet.models.vit_video import Block, VideoViTEncoder
+from tubelet.models.vit_video import VideoViTEncoder, vit_block
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 from tubelet.nn.masking import check_mask, masking_fn, patchify, unpatchify
 from tubelet.nn.positions import sinusoid_positions
@@ -133,12 +133,11 @@ class VideoMAEPretrain(nn.Module):
         self.encoder_to_decoder = nn.Linear(dim, decoder_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.decoder_blocks = nn.ModuleList(
-            Block(
+            vit_block(
                 decoder_dim,
                 decoder_heads,
                 mlp_ratio=decoder_mlp_ratio,
                 qkv_bias=qkv_bias,
-                drop_path=0.0,
                 norm_eps=norm_eps,
             )  # fmt: skip
             for _ in range(decoder_depth)

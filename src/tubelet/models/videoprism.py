@@ -32,6 +32,7 @@ Import: `checkpoint_format="transformers"` from `VideoPrismVisionModel` (backbon
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -41,9 +42,9 @@ from torch import Tensor, nn
 
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import register_model, variant
-from tubelet.nn.attention import Attention, CrossAttention
+from tubelet.nn.attention import CrossAttention
+from tubelet.nn.block import Block
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
-from tubelet.nn.mlp import Mlp
 
 HEADS = ("attentive", "linear")
 # 1 / softplus(0) = 1 / ln 2: with per_dim_scale at 0 the pooler's scores have the usual 1/sqrt(d).
@@ -64,30 +65,23 @@ class OffsetLayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight + 1.0, self.bias, self.eps)
 
 
-class PrismBlock(nn.Module):
-    """Pre-norm block with soft-capped attention: (B, L, D) -> (B, L, D); `mask` as in
-    `Attention` (the text tower's causal and padding mask)."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        *,
-        mlp_dim: int,
-        softcap: float | None,
-        norm_eps: float,
-        qkv_bias: bool = True,
-        act_layer: type[nn.Module] = nn.GELU,
-    ) -> None:
-        super().__init__()
-        self.norm1 = OffsetLayerNorm(dim, norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, softcap=softcap)
-        self.norm2 = OffsetLayerNorm(dim, norm_eps)
-        self.mlp = Mlp(dim, mlp_dim, act_layer=act_layer)  # exact GELU (video) or ReLU (text)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.norm1(x), mask)
-        return x + self.mlp(self.norm2(x))
+def prism_block(
+    dim: int,
+    num_heads: int,
+    *,
+    mlp_dim: int,
+    softcap: float | None,
+    norm_eps: float,
+    qkv_bias: bool = True,
+    act_layer: type[nn.Module] = nn.GELU,
+) -> Block:
+    """VideoPrism's block: the shared pre-norm `Block` with `OffsetLayerNorm`s and soft-capped
+    attention; its MLP is exact GELU (video) or ReLU (text). `forward(x, mask)`: (B, L, D) ->
+    (B, L, D), `mask` as in `Attention` (the text tower's causal and padding mask)."""
+    return Block(
+        dim, num_heads, mlp_dim=mlp_dim, norm_layer=partial(OffsetLayerNorm, eps=norm_eps),
+        act_layer=act_layer, qkv_bias=qkv_bias, softcap=softcap,
+    )  # fmt: skip
 
 
 def _resample(table: Tensor, size: tuple[int, int]) -> Tensor:
@@ -129,7 +123,7 @@ class FactorisedEncoder(nn.Module):
 
         def blocks(depth: int) -> nn.ModuleList:
             return nn.ModuleList(
-                PrismBlock(
+                prism_block(
                     width,
                     num_heads,
                     mlp_dim=mlp_dim,
@@ -238,7 +232,7 @@ class PrismTextEncoder(nn.Module):
         self.cls_emb = nn.Parameter(torch.zeros(1, 1, width))
         self.register_buffer("positions", text_positions(max_len, width), persistent=False)
         self.blocks = nn.ModuleList(
-            PrismBlock(
+            prism_block(
                 width,
                 num_heads,
                 mlp_dim=mlp_dim,
@@ -355,17 +349,6 @@ class VideoPrism(VideoClassifier):
             return spatial + temporal + int(parts[1]) + 1
         return spatial + temporal + len(getattr(self, "aux_blocks", ())) + 1
 
-    def pool_features(self, feats: Tensor) -> Tensor:
-        """(B, D, T, h, w) -> (B, D): the attention-pooling head's output, or the token mean."""
-        if self.pooler is None:
-            return super().pool_features(feats)
-        if feats.ndim < 3:
-            raise ValueError(
-                f"features must be (B, D, *dims), got shape {tuple(feats.shape)}; pass the output "
-                "of forward_features"
-            )
-        return self.pooler(feats.flatten(2).transpose(1, 2))  # (B, N, D) -> (B, D)
-
     def set_grad_checkpointing(self, enable: bool | str = True) -> None:
         """Checkpoint every spatial and temporal block while training (outputs unchanged)."""
         super().set_grad_checkpointing(enable)
@@ -401,7 +384,7 @@ class VideoPrismLVT(VideoPrism):
         eps = self.pooler.norm.eps
         softcap = self.encoder.spatial_blocks[0].attn.softcap
         self.aux_blocks = nn.ModuleList(
-            PrismBlock(width, num_heads, mlp_dim=mlp_dim, softcap=softcap, norm_eps=eps)
+            prism_block(width, num_heads, mlp_dim=mlp_dim, softcap=softcap, norm_eps=eps)
             for _ in range(aux_depth)
         )
         self.text = PrismTextEncoder(

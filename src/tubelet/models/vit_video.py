@@ -4,9 +4,9 @@ mean-pooled head.
 A clip (B, 3, T, H, W) is cut into tubes of `tubelet_size` frames x `patch_size`^2 pixels by one
 strided Conv3d (N = T/2 * H/16 * W/16 tokens for the published 2x16x16), a fixed sine-cosine table
 over the flattened (t, h, w) token index is added (VideoMAE's, not learned), and pre-norm
-transformer blocks attend jointly over all tokens. The classifier averages the tokens, applies
-`fc_norm` and the linear `fc` (Hugging Face `VideoMAEForVideoClassification` with
-`use_mean_pooling=True`).
+transformer blocks (`tubelet.nn.block.Block`) attend jointly over all tokens. The classifier
+averages the tokens, applies `fc_norm` and the linear `fc` (Hugging Face
+`VideoMAEForVideoClassification` with `use_mean_pooling=True`).
 
 `VideoViTEncoder` also runs on the visible tokens only, given a boolean mask (B, N) with True =
 masked: the encoder of VideoMAE pre-training (`tubelet.models.videomae`), which at 90% masking sees
@@ -27,47 +27,36 @@ config.json sets every argument.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from einops import rearrange
 from torch import Tensor, nn
-from torchvision.ops import StochasticDepth
 
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import register_model, variant
-from tubelet.nn.attention import Attention
+from tubelet.nn.block import Block
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 from tubelet.nn.embed import PatchEmbed3d
 from tubelet.nn.masking import keep_visible, tube_grid
-from tubelet.nn.mlp import Mlp
 from tubelet.nn.positions import sinusoid_positions
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)), on (B, L, D).
-
-    Attention is `tubelet.nn.attention.Attention` over all L tokens (joint space-time attention).
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        *,
-        mlp_ratio: float,
-        qkv_bias: bool,
-        drop_path: float,
-        norm_eps: float,
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, round(dim * mlp_ratio))
-        self.drop_path = StochasticDepth(drop_path, "row")
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+def vit_block(
+    dim: int,
+    num_heads: int,
+    *,
+    mlp_ratio: float,
+    qkv_bias: bool,
+    norm_eps: float,
+    drop_path: float = 0.0,
+) -> Block:
+    """VideoMAE's block (encoder and decoder): the shared pre-norm `Block` on (B, L, D), with
+    LayerNorms of eps `norm_eps` and an MLP round(dim * mlp_ratio) wide."""
+    return Block(
+        dim, num_heads, mlp_dim=round(dim * mlp_ratio),
+        norm_layer=partial(nn.LayerNorm, eps=norm_eps), qkv_bias=qkv_bias, drop_path=drop_path,
+    )  # fmt: skip
 
 
 def init_vit_weights(module: nn.Module) -> None:
@@ -116,13 +105,13 @@ class VideoViTEncoder(nn.Module):
         # meta device, where a tensor has no values to read).
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(
+            vit_block(
                 dim,
                 num_heads,
                 mlp_ratio=mlp_ratio,
                 qkv_bias=qkv_bias,
-                drop_path=rate,
                 norm_eps=norm_eps,
+                drop_path=rate,
             )  # fmt: skip
             for rate in rates
         )

@@ -25,62 +25,23 @@ which takes rows and columns from the input's grid; Hugging Face takes them from
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from einops import rearrange
 from torch import Tensor, nn
-from torchvision.ops import StochasticDepth
 
 from tubelet.models.base import VideoClassifier
 from tubelet.models.registry import register_model, variant
 from tubelet.models.vit_video import init_vit_weights
-from tubelet.nn.attention import Attention, CrossAttention
+from tubelet.nn.attention import CrossAttention
+from tubelet.nn.block import Block
 from tubelet.nn.embed import PatchEmbed3d
 from tubelet.nn.masking import tube_grid
 from tubelet.nn.mlp import Mlp
 from tubelet.nn.rope import vjepa_rope_3d
 
 HEADS = ("attentive", "linear")
-
-
-class RopeBlock(nn.Module):
-    """Pre-norm block whose attention turns queries and keys by rotary tables: (B, L, D) ->
-    (B, L, D), x + attn(norm1(x), rope), then x + mlp(norm2(x))."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        *,
-        mlp_ratio: float,
-        qkv_bias: bool,
-        drop_path: float,
-        norm_eps: float,
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))  # int(), as V-JEPA 2: 1408 * 48/11 = 6144
-        self.drop_path = StochasticDepth(drop_path, "row")
-
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), rope=(cos, sin)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class PoolerBlock(nn.Module):
-    """Plain pre-norm self-attention block of the attentive pooler, on (B, L, D)."""
-
-    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float, norm_eps: float) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.norm1(x), mask)
-        return x + self.mlp(self.norm2(x))
 
 
 class CrossBlock(nn.Module):
@@ -116,8 +77,9 @@ class AttentivePooler(nn.Module):
     ) -> None:
         super().__init__()
         self.query_tokens = nn.Parameter(torch.zeros(1, 1, dim))
+        norm = partial(nn.LayerNorm, eps=norm_eps)
         self.blocks = nn.ModuleList(
-            PoolerBlock(dim, num_heads, mlp_ratio=mlp_ratio, norm_eps=norm_eps)
+            Block(dim, num_heads, mlp_dim=int(dim * mlp_ratio), norm_layer=norm)
             for _ in range(depth)
         )
         self.cross_block = CrossBlock(dim, num_heads, mlp_ratio=mlp_ratio, norm_eps=norm_eps)
@@ -177,13 +139,13 @@ class VJEPA2(VideoClassifier):
         self.patch_embed = PatchEmbed3d((tubelet_size, patch_size, patch_size), in_channels, width)
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # grows with depth
         self.blocks = nn.ModuleList(
-            RopeBlock(
+            Block(
                 width,
                 num_heads,
-                mlp_ratio=mlp_ratio,
+                mlp_dim=int(width * mlp_ratio),  # V-JEPA 2's: 1408 * 48/11 = 6144
+                norm_layer=partial(nn.LayerNorm, eps=norm_eps),
                 qkv_bias=qkv_bias,
                 drop_path=rate,
-                norm_eps=norm_eps,
             )  # fmt: skip
             for rate in rates
         )
@@ -203,9 +165,9 @@ class VJEPA2(VideoClassifier):
             x = x.repeat(1, 1, self.tubelet_size, 1, 1)  # an image becomes one tube
         t, h, w = tube_grid(x.shape, self.tubelet_size, self.patch_size)
         tokens = rearrange(self.patch_embed(x), "b t h w d -> b (t h w) d")  # (B, N, D)
-        cos, sin = vjepa_rope_3d((t, h, w), self.head_dim, device=x.device)  # (N, d) each
+        rope = vjepa_rope_3d((t, h, w), self.head_dim, device=x.device)  # (cos, sin), (N, d) each
         for block in self.blocks:
-            tokens = self.maybe_checkpoint(block, tokens, cos, sin)
+            tokens = self.maybe_checkpoint(block, tokens, None, rope)
         tokens = self.norm(tokens)
         return rearrange(tokens, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
 
@@ -217,17 +179,6 @@ class VJEPA2(VideoClassifier):
         if name.startswith("blocks."):
             return int(name.split(".")[1]) + 1
         return len(self.blocks) + 1
-
-    def pool_features(self, feats: Tensor) -> Tensor:
-        """(B, D, t, h, w) -> (B, D): the attentive pooler's output, or the mean of the tokens."""
-        if self.pooler is None:
-            return super().pool_features(feats)
-        if feats.ndim < 3:
-            raise ValueError(
-                f"features must be (B, D, *dims), got shape {tuple(feats.shape)}; pass the output "
-                "of forward_features"
-            )
-        return self.pooler(feats.flatten(2).transpose(1, 2))  # (B, N, D) -> (B, D)
 
 
 _RENAMED = {"in_chans": "in_channels"}  # its first runs saved the input channels as `in_chans`
