@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import traceback
+import warnings
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tubelet.data.datasets import collate_clips
 from tubelet.data.loader import ShuffleSampler
+from tubelet.engine import trainer as trainer_module
 from tubelet.engine.atomic import fault_hook
 from tubelet.engine.checkpoint import load_trainer_state
 from tubelet.engine.run import RunDir, RunLockedError
@@ -24,6 +26,8 @@ from tubelet.engine.trainer import (
     OptimConfig,
     RuntimeConfig,
     Trainer,
+    autocast,
+    cpu_bf16_guard,
     grad_scaler,
     inductor_workarounds,
     prepare_model,
@@ -184,6 +188,36 @@ def test_bf16_autocast_trains(tmp_path):
     assert math.isfinite(
         json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["train_loss"]
     )
+
+
+def test_bf16_on_a_cpu_gives_3d_convolutions_their_float32_gradients():
+    """Under the trainer's guard a bf16 Conv3d's weight gradient is float32's within bf16's
+    rounding, whether or not this machine's oneDNN gets it wrong (torch 2.14.1 on the 2-core CI
+    machine does: differences of 1e32 and infs)."""
+    g = torch.Generator().manual_seed(1)
+    x, grad = (torch.randn(4, 16, 2, 4, 4, generator=g) for _ in range(2))
+    conv = nn.Conv3d(16, 16, 3, padding=1, bias=False)
+    conv(x).backward(grad)
+    want, conv.weight.grad = conv.weight.grad, None
+    cpu = torch.device("cpu")
+    with warnings.catch_warnings(), cpu_bf16_guard(cpu, "bf16"):
+        warnings.simplefilter("ignore")
+        with autocast(cpu, "bf16"):
+            out = conv(x)
+        out.backward(grad.to(out.dtype))
+    torch.testing.assert_close(conv.weight.grad, want, rtol=0.05, atol=0.05 * want.abs().max())
+
+
+def test_bf16_training_on_a_faulty_cpu_says_it_turns_onednn_off(tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "onednn_bf16_conv3d_grads_are_wrong", lambda: True)
+    trainer = _trainer(tmp_path, epochs=1)
+    trainer.config = OptimConfig(epochs=1, precision="bf16")
+    seen = []
+    trainer._train_epoch = lambda progress: seen.append(torch.backends.mkldnn.enabled) or {
+        "train_loss": 0.0}  # fmt: skip
+    with pytest.warns(UserWarning, match="oneDNN off"):
+        trainer.fit()
+    assert seen == [False] and torch.backends.mkldnn.enabled
 
 
 def test_bad_settings_are_refused():

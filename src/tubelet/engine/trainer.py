@@ -15,6 +15,7 @@ process: one optimizer step sees batch size x `accumulate` x processes clips.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -222,7 +223,8 @@ class Trainer:
             self._resume()
             with TrainProgress(enabled=self.show_progress) as progress:
                 while self.epoch < self.config.epochs:
-                    train_stats = self._train_epoch(progress)
+                    with cpu_bf16_guard(self.device, self.config.precision):
+                        train_stats = self._train_epoch(progress)
                     val = self.evaluate(self.val_loader, progress=progress, split="val")
                     self._gather_bad_files()
                     self.epoch += 1
@@ -568,6 +570,43 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     if precision == "fp16":
         return torch.autocast(device.type, dtype=torch.float16)
     return nullcontext()
+
+
+@functools.cache
+def onednn_bf16_conv3d_grads_are_wrong() -> bool:
+    """Whether the installed torch's oneDNN (mkldnn) kernels compute bfloat16 Conv3d weight
+    gradients wrongly on this CPU, found by asking it once (a few milliseconds).
+
+    Seen with torch 2.14.1 on an AMD EPYC: the weight gradient of a bf16 `conv3d` under autocast
+    came out as garbage (differences from float32 larger than the gradient itself; inf or NaN in
+    about a third of the calls), while 2D convolutions, float32, and torch's own kernels
+    (`torch.backends.mkldnn` off) were right. Training a 3D CNN with `--precision bf16` on a CPU
+    then learnt nothing.
+    """
+    g = torch.Generator().manual_seed(0)
+    # A shape where it fails (16+ channels over a small 2x4x4 volume, batch 2 or more).
+    x, grad_out = (torch.randn(2, 16, 2, 4, 4, generator=g) for _ in range(2))
+    weight = torch.randn(16, 16, 3, 3, 3, generator=g)
+    args = ([1, 1, 1], [1, 1, 1], [1, 1, 1], False, [0, 0, 0], 1, [False, True, False])
+    want = torch.ops.aten.convolution_backward(grad_out, x, weight, None, *args)[1]
+    bf16 = (t.to(torch.bfloat16) for t in (grad_out, x, weight))
+    got = torch.ops.aten.convolution_backward(*bf16, None, *args)[1].float()
+    # bf16 keeps 8 bits: its sums of 64 products are off by a few thousandths of their size.
+    return not torch.allclose(got, want, rtol=0.05, atol=0.05 * float(want.abs().max()))
+
+
+def cpu_bf16_guard(device: torch.device, precision: str) -> AbstractContextManager:
+    """Around bf16 training on a CPU whose oneDNN gets bf16 Conv3d gradients wrong
+    (`onednn_bf16_conv3d_grads_are_wrong`): oneDNN off, so torch's own kernels compute them
+    (slower, right), with a warning saying so. Nothing elsewhere."""
+    if device.type != "cpu" or precision != "bf16" or not onednn_bf16_conv3d_grads_are_wrong():
+        return nullcontext()
+    warnings.warn(
+        "this torch's oneDNN computes bf16 Conv3d gradients wrongly on this CPU; training runs "
+        "with oneDNN off (right, slower). --precision fp32 is faster here",
+        stacklevel=2,
+    )
+    return torch.backends.mkldnn.flags(enabled=False)
 
 
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
