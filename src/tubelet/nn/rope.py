@@ -1,4 +1,6 @@
-"""Rotary position embeddings (RoPE) over a 3D (frame, row, column) token grid, as V-JEPA 2 uses.
+"""Rotary position embeddings (RoPE) over a 3D (frame, row, column) token grid: one table builder
+(`rope_3d`) and one rotation (`apply_rope`, which `tubelet.nn.attention.Attention` runs), for V-JEPA 2
+(`vjepa_rope_3d`) and Wan 2.1 (`wan_rope_3d`).
 
 Su et al., "RoFormer" (2021): instead of adding a position to a token, queries and keys are turned
 by angles proportional to their positions, so q.k depends on the offset between them. V-JEPA 2
@@ -19,6 +21,8 @@ angles; this is the published model's layout, kept so its weights give its outpu
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -41,27 +45,58 @@ def axis_channels(head_dim: int) -> int:
     return 2 * ((head_dim // 3) // 2)
 
 
+def rope_3d(
+    grid: tuple[int, int, int],
+    bands: tuple[int, int, int],
+    head_dim: int,
+    *,
+    base: float = 10000.0,
+    layout: Literal["tiled", "interleaved"] = "interleaved",
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
+) -> tuple[Tensor, Tensor]:
+    """(cos, sin), each (N, head_dim) float32: the rotary angles of every token of a (t, h, w)
+    `grid`, for `apply_rope`. A head's channels are cut into `bands` (c_t, c_h, c_w), even sizes,
+    one per axis, in that order; the channels after them keep angle 0 (cos 1, sin 0). In a band of
+    c channels the c/2 frequencies are w_i = base^(-2i / c) and p * w_i fills the band as
+    `layout` says:
+
+    - "interleaved": [a_0, a_0, a_1, a_1, ...], both channels of a pair by one angle (RoFormer's
+      rotation; Wan 2.1);
+    - "tiled": [a_0, ..., a_(c/2-1), a_0, ..., a_(c/2-1)] (V-JEPA 2's, see the module table).
+
+    Angles are computed in `dtype` (Wan uses float64, V-JEPA 2 float32).
+    """
+    if sum(bands) > head_dim or any(b < 2 or b % 2 for b in bands):
+        raise ValueError(
+            f"rotary bands {bands} must be even, >= 2 and fit in the head's {head_dim} channels"
+        )
+    pos = grid_positions(grid, device).to(dtype)  # (3, N)
+    angles = []
+    for axis, band in enumerate(bands):
+        exponent = torch.arange(0, band, 2, dtype=dtype, device=device) / band  # 2i / c
+        angle = pos[axis][:, None] * (1.0 / base**exponent)  # (N, c/2)
+        if layout == "interleaved":
+            angles.append(angle.repeat_interleave(2, dim=1))  # (N, c)
+        else:
+            angles.append(torch.cat([angle, angle], dim=1))  # (N, c)
+    table = torch.nn.functional.pad(torch.cat(angles, dim=1), (0, head_dim - sum(bands)))
+    return table.cos().float(), table.sin().float()  # (N, head_dim) each
+
+
 def vjepa_rope_3d(
     grid: tuple[int, int, int],
     head_dim: int,
     *,
     base: float = 10000.0,
     device: torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    """(cos, sin), each (N, head_dim): the angles of every token of `grid` (see the module
-    table); the last head_dim - 3c channels get angle 0 (cos 1, sin 0), so they stay as they are."""
+    """V-JEPA 2's tables (see the module table): `rope_3d` with three bands of `axis_channels`
+    each, tiled, in float32."""
     c = axis_channels(head_dim)
     if c == 0:
         raise ValueError(f"head_dim {head_dim} is too small for 3D rotary positions (need >= 6)")
-    omega = torch.arange(c // 2, device=device, dtype=dtype) / (c / 2.0)
-    omega = 1.0 / base**omega  # (c/2,)
-    pos = grid_positions(grid, device)  # (3, N)
-    angles = pos[..., None] * omega  # (3, N, c/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (3, N, c): the table repeats, pairs interleave
-    angles = torch.cat(list(angles), dim=-1)  # (N, 3c): frame, row, column chunks
-    angles = torch.nn.functional.pad(angles, (0, head_dim - 3 * c))  # (N, head_dim)
-    return angles.cos(), angles.sin()
+    return rope_3d(grid, (c, c, c), head_dim, base=base, layout="tiled", device=device)
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -81,19 +116,10 @@ def wan_rope_3d(
     theta: float = 10000.0,
     device: torch.device | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """(cos, sin), each (N, head_dim) float32, in Wan 2.1's layout (`WanRotaryPosEmbed`): the
-    head's channels are split into time, row and column bands, 2 * (d // 6) channels to each
-    spatial axis and the rest to time; in a band of c channels, pair (2i, 2i+1) turns by
-    p * theta^(-2i / c), both channels of the pair by the same angle (RoFormer's rotation).
-    Angles are computed in float64, as Wan does."""
+    """Wan 2.1's tables (`WanRotaryPosEmbed`): `rope_3d` with 2 * (d // 6) channels to each
+    spatial axis and the rest to time, interleaved, computed in float64 as Wan does."""
     space = 2 * (head_dim // 6)
     bands = (head_dim - 2 * space, space, space)
     if head_dim % 2 or min(bands) < 2:
         raise ValueError(f"Wan's 3D RoPE needs an even head dim of at least 6, got {head_dim}")
-    pos = grid_positions(grid, device).double()  # (3, N)
-    angles = []
-    for axis, band in enumerate(bands):
-        freqs = theta ** (-torch.arange(0, band, 2, dtype=torch.float64, device=device) / band)
-        angles.append((pos[axis][:, None] * freqs).repeat_interleave(2, dim=1))  # (N, band)
-    table = torch.cat(angles, dim=1)  # (N, head_dim)
-    return table.cos().float(), table.sin().float()
+    return rope_3d(grid, bands, head_dim, base=theta, dtype=torch.float64, device=device)
