@@ -67,7 +67,7 @@ _SEQ = {"in_dim": 6, "num_classes": 3}
 _DET = {"input_dim": 6, "num_classes": 3}
 _ACTIONFORMER = {**_DET, "width": 16, "num_heads": 2, "window": 3, "levels": 3}
 _MAE = {"head_dim": 8, "depth": 2, "decoder_depth": 1, "patch_size": 8}
-_DIT = {"in_channels": 4, "dim": 24, "num_heads": 2, "ffn_dim": 32, "num_layers": 2,
+_DIT = {"in_channels": 4, "width": 24, "num_heads": 2, "ffn_dim": 32, "num_layers": 2,
         "text_dim": 8, "freq_dim": 16}  # fmt: skip
 _VJEPA2 = {"num_classes": 5, "width": 12, "num_heads": 2, "depth": 2}
 _PRISM = {"num_classes": 5, "width": 16, "num_heads": 2, "mlp_dim": 24, "spatial_depth": 1,

@@ -41,6 +41,7 @@ from tubelet.models.registry import register_model, variant
 from tubelet.nn.attention import Attention, CrossAttention
 from tubelet.nn.checkpoint import checkpoint_level, checkpoint_module
 from tubelet.nn.mlp import Mlp
+from tubelet.nn.norm import RMSNorm
 from tubelet.nn.positions import sinusoid_table
 from tubelet.nn.rope import wan_rope_3d
 
@@ -80,7 +81,7 @@ class WanBlock(nn.Module):
         self, dim: int, num_heads: int, ffn_dim: int, *, cross_attn_norm: bool, eps: float
     ) -> None:
         super().__init__()
-        qk_norm = partial(nn.RMSNorm, eps=eps)
+        qk_norm = partial(RMSNorm, eps=eps)
         self.norm1 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
         self.self_attn = Attention(dim, num_heads, qk_norm=qk_norm)
         self.norm2 = nn.LayerNorm(dim, eps=eps) if cross_attn_norm else nn.Identity()
