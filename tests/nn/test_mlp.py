@@ -43,3 +43,11 @@ def test_weights_of_the_sequential_mlps_it_replaced_still_load(layers):
     new.load_state_dict(old.state_dict())  # strict: every key placed
     x = torch.randn(3, 4)
     torch.testing.assert_close(new["mlp"](x), old["mlp"](x))
+
+
+def test_out_dim_makes_an_embedder_with_the_same_key_names():
+    mlp = Mlp(6, 4, out_dim=4, act_layer=nn.SiLU)  # Wan's timestep embedder: 6 -> 4 -> 4
+    assert list(mlp.state_dict()) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    x = torch.randn(3, 6)
+    assert mlp(x).shape == (3, 4)
+    torch.testing.assert_close(mlp(x), mlp.fc2(nn.functional.silu(mlp.fc1(x))))

@@ -29,7 +29,7 @@ prompt's stand-in. Returns the prediction (the flow velocity) of the input's sha
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 
 import torch
@@ -52,22 +52,6 @@ def modulate(norm: nn.Module, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor
 
 
 GeluTanh = partial(nn.GELU, approximate="tanh")
-
-
-class Embedder(nn.Module):
-    """Linear (in -> dim) -> `act_layer` -> Linear (dim -> dim): the timestep embedding (SiLU) and
-    the text projection (GELU-tanh)."""
-
-    def __init__(
-        self, in_dim: int, dim: int, *, act_layer: Callable[[], nn.Module] = GeluTanh
-    ) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(in_dim, dim)
-        self.act = act_layer()
-        self.fc2 = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class WanBlock(nn.Module):
@@ -144,9 +128,10 @@ class WanDiT(nn.Module):
         self.rope_theta = rope_theta
         self.grad_checkpointing: bool | str = False
         self.patch_embed = nn.Conv3d(in_channels, width, self.patch_size, stride=self.patch_size)
-        self.time_embed = Embedder(freq_dim, width, act_layer=nn.SiLU)
+        # The timestep and text embedders: Linear (in -> width), SiLU or GELU-tanh, Linear.
+        self.time_embed = Mlp(freq_dim, width, out_dim=width, act_layer=nn.SiLU)
         self.time_modulation = nn.Linear(width, 6 * width)
-        self.text_embed = Embedder(text_dim, width)
+        self.text_embed = Mlp(text_dim, width, out_dim=width, act_layer=GeluTanh)
         self.blocks = nn.ModuleList(
             [
                 WanBlock(width, num_heads, ffn_dim, cross_attn_norm=cross_attn_norm, eps=eps)

@@ -1,5 +1,5 @@
-"""The transformer feed-forward block shared by the ViT-style models, the temporal transformer and
-ActionFormer."""
+"""The transformer feed-forward block shared by the ViT-style models, the temporal transformer,
+ActionFormer and the Wan DiT (its blocks and its timestep and text embedders)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 
 class Mlp(nn.Module):
-    """Token-wise feed-forward on (..., dim): `fc1` (dim -> hidden), `act`, `fc2` (hidden -> dim).
+    """Token-wise feed-forward (..., dim) -> (..., out_dim): `fc1` (dim -> hidden), `act`, `fc2`
+    (hidden -> out_dim; `out_dim` is `dim` unless given, as in Wan's timestep and text embedders).
 
     The parameter names (`fc1`, `fc2`) are those of timm's, VideoMAE's and Hugging Face's MLPs, so
     their state dicts map key for key. `act_layer` builds the activation (GELU by default); `drop`
@@ -28,6 +29,7 @@ class Mlp(nn.Module):
         dim: int,
         hidden: int,
         *,
+        out_dim: int | None = None,
         act_layer: Callable[[], nn.Module] = nn.GELU,
         drop: float = 0.0,
     ) -> None:
@@ -35,10 +37,10 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.act = act_layer()
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim if out_dim is None else out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))  # (..., dim)
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))  # (..., out_dim)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         _rename_sequential_keys(state_dict, prefix)
