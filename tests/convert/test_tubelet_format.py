@@ -6,6 +6,7 @@ import re
 import pytest
 import torch
 
+from tubelet.convert import load_checkpoint
 from tubelet.engine.checkpoint import load_model, save_model
 from tubelet.models import create_model
 from tubelet.models.spec import ModelSpec
@@ -45,6 +46,10 @@ def test_old_mlp_weights_load_both_ways(tmp_path, name, args, task, last):
         assert again.state_dict().keys() == model.state_dict().keys()
         for key, value in model.state_dict().items():
             torch.testing.assert_close(again.state_dict()[key], value, rtol=0, atol=0)
+    # The import report names each key it renamed.
+    report = load_checkpoint(create_model(name, **args), name, tmp_path / "run")
+    assert set(report.renamed) == set(old) - set(model.state_dict())
+    assert report.loaded == len(old) and "renamed" in str(report)
 
 
 def test_a_file_that_does_not_fit_is_still_refused(tmp_path):

@@ -47,21 +47,27 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What `load_checkpoint` did: tensors loaded, each checkpoint key left out (`dropped`) and
-    each model key left at its initialisation (`initialised`), with why."""
+    """What `load_checkpoint` did: tensors loaded, each checkpoint key left out (`dropped`), each
+    model key left at its initialisation (`initialised`) and each key of a layer's older layout
+    loaded under today's name (`renamed`), with why."""
 
     source: str
     checkpoint_format: str
     loaded: int
     dropped: dict[str, str] = field(default_factory=dict)
     initialised: dict[str, str] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         line = (
             f"imported {self.loaded} tensors from {self.source} ({self.checkpoint_format} format)"
         )
         parts = [line]
-        for verb, keys_why in (("dropped", self.dropped), ("initialised", self.initialised)):
+        for verb, keys_why in (
+            ("dropped", self.dropped),
+            ("initialised", self.initialised),
+            ("renamed", self.renamed),
+        ):
             by_reason: dict[str, list[str]] = {}
             for key, reason in keys_why.items():
                 by_reason.setdefault(reason, []).append(key)
@@ -250,8 +256,12 @@ def load_checkpoint(
     state = read_state_dict(path)
     drop = _DROP_RULES.get(fmt)
     dropped = {k: why for k in state if drop is not None and (why := drop(name, k)) is not None}
-    state = _FORMATS[fmt](name, {k: v for k, v in state.items() if k not in dropped})
-    state = upgrade_mlp_keys(model, state)  # before the fresh and head rules compare names
+    converted = _FORMATS[fmt](name, {k: v for k, v in state.items() if k not in dropped})
+    state = upgrade_mlp_keys(model, converted)  # before the fresh and head rules compare names
+    renamed = dict.fromkeys(
+        sorted(set(converted) - set(state)),
+        "an nn.Sequential MLP's key (saved before tubelet.nn.Mlp): loaded as fc1/fc2",
+    )
     own = model.state_dict()
     fresh, have = _FRESH_RULES.get(fmt), frozenset(state)
     initialised = {
@@ -274,7 +284,7 @@ def load_checkpoint(
     load_state_dict_strict(
         model, {**state, **{k: own[k] for k in initialised}}, f"{path} ({fmt} format)"
     )
-    report = ImportReport(str(path), fmt, len(state), dropped, initialised)
+    report = ImportReport(str(path), fmt, len(state), dropped, initialised, renamed)
     logger.info("%s", report)
     return report
 
