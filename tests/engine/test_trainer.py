@@ -5,6 +5,7 @@ import subprocess
 import sys
 import traceback
 import warnings
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -200,17 +201,21 @@ def test_bf16_on_a_cpu_gives_3d_convolutions_their_float32_gradients():
     conv(x).backward(grad)
     want, conv.weight.grad = conv.weight.grad, None
     cpu = torch.device("cpu")
-    with warnings.catch_warnings(), cpu_bf16_guard(cpu, "bf16"):
-        warnings.simplefilter("ignore")
-        with autocast(cpu, "bf16"):
-            out = conv(x)
-        out.backward(grad.to(out.dtype))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the guard's own warning, where it applies
+        with cpu_bf16_guard(conv, cpu, "bf16"):
+            with autocast(cpu, "bf16"):
+                out = conv(x)
+            out.backward(grad.to(out.dtype))
     torch.testing.assert_close(conv.weight.grad, want, rtol=0.05, atol=0.05 * want.abs().max())
 
 
 def test_bf16_training_on_a_faulty_cpu_says_it_turns_onednn_off(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "onednn_bf16_conv3d_grads_are_wrong", lambda: True)
-    trainer = _trainer(tmp_path, epochs=1)
+    cpu = torch.device("cpu")
+    assert isinstance(cpu_bf16_guard(_tiny_model(), cpu, "bf16"), nullcontext)  # no Conv3d
+    model = nn.Sequential(nn.Conv3d(3, 2, 1), nn.Flatten(), nn.Linear(2 * 2 * 4 * 4, 2))
+    trainer = _trainer(tmp_path, epochs=1, model=model)
     trainer.config = OptimConfig(epochs=1, precision="bf16")
     seen = []
     trainer._train_epoch = lambda progress: seen.append(torch.backends.mkldnn.enabled) or {

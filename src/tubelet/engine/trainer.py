@@ -223,7 +223,7 @@ class Trainer:
             self._resume()
             with TrainProgress(enabled=self.show_progress) as progress:
                 while self.epoch < self.config.epochs:
-                    with cpu_bf16_guard(self.device, self.config.precision):
+                    with cpu_bf16_guard(self.model, self.device, self.config.precision):
                         train_stats = self._train_epoch(progress)
                     val = self.evaluate(self.val_loader, progress=progress, split="val")
                     self._gather_bad_files()
@@ -595,18 +595,34 @@ def onednn_bf16_conv3d_grads_are_wrong() -> bool:
     return not torch.allclose(got, want, rtol=0.05, atol=0.05 * float(want.abs().max()))
 
 
-def cpu_bf16_guard(device: torch.device, precision: str) -> AbstractContextManager:
-    """Around bf16 training on a CPU whose oneDNN gets bf16 Conv3d gradients wrong
-    (`onednn_bf16_conv3d_grads_are_wrong`): oneDNN off, so torch's own kernels compute them
-    (slower, right), with a warning saying so. Nothing elsewhere."""
-    if device.type != "cpu" or precision != "bf16" or not onednn_bf16_conv3d_grads_are_wrong():
+def cpu_bf16_guard(
+    model: nn.Module, device: torch.device, precision: str
+) -> AbstractContextManager:
+    """Around bf16 training of a model with 3D convolutions on a CPU whose oneDNN gets their
+    gradients wrong (`onednn_bf16_conv3d_grads_are_wrong`): oneDNN off, so torch's own kernels
+    compute them (slower, right), with a warning saying so. Nothing elsewhere."""
+    if (
+        device.type != "cpu"
+        or precision != "bf16"
+        or not any(isinstance(m, nn.Conv3d) for m in model.modules())
+        or not onednn_bf16_conv3d_grads_are_wrong()
+    ):
         return nullcontext()
     warnings.warn(
         "this torch's oneDNN computes bf16 Conv3d gradients wrongly on this CPU; training runs "
         "with oneDNN off (right, slower). --precision fp32 is faster here",
         stacklevel=2,
     )
-    return torch.backends.mkldnn.flags(enabled=False)
+    return _onednn_off()
+
+
+@contextmanager
+def _onednn_off() -> Iterator[None]:
+    with warnings.catch_warnings():
+        # torch's note on setting the flags, about Intel GPUs: nothing to do with this.
+        warnings.filterwarnings("ignore", "TF32 acceleration on top of oneDNN")
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
 
 
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
