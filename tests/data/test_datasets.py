@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from tubelet.data import ClipSpec, build_dataset, collate_clips
+from tubelet.data.transforms import EvalTransform
 from tubelet.io import VideoDecodeError, VideoReader
 
 CLIP = ClipSpec(frames=4, sampling="uniform")
@@ -86,3 +87,25 @@ def test_bad_decode_device_is_refused_when_the_dataset_is_made(list_dataset):
         _train_set(list_dataset, backend="pyav", decode_device="cuda")
     with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N'"):
         _train_set(list_dataset, decode_device="gpu")
+
+
+def test_evaluation_decodes_at_the_transform_s_resize_not_up_from_the_crop(list_dataset, monkeypatch):
+    """A model whose preprocessing resizes the short side to 40 and crops 32 (as published
+    checkpoints do, e.g. 128 then 112) gets frames decoded at 40: decoding at the crop's 32 and
+    scaling up to 40 lost detail."""
+    sides = []
+    real = VideoReader.__init__
+
+    def init(self, *args, **kwargs):
+        sides.append(kwargs.get("short_side"))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(VideoReader, "__init__", init)
+    transform = EvalTransform(size=32, resize=40)
+    dataset, _ = build_dataset(list_dataset, "val", clip=CLIP, size=32, train=False,
+                               eval_transform=transform)  # fmt: skip
+    views = dataset[0]["video"]
+    assert set(sides) == {40} and views.shape == (1, 3, 4, 32, 32)
+    with VideoReader(list_dataset / "v0.mp4") as reader:  # full size, resized here
+        frames = reader.get_frames(dataset._views(reader)[0].indices).data
+    torch.testing.assert_close(views[0], transform(frames)[0], rtol=0, atol=0.1)

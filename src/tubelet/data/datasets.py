@@ -114,7 +114,7 @@ class VideoDataset(Dataset):
 
     def _load(self, record: VideoRecord, rng: np.random.Generator) -> torch.Tensor:
         # Resizing in the decoder skips full-size frames; the transform's own resize is then a no-op.
-        short_side = self.transform.resize_to if self.train else self.transform.size
+        short_side = self.transform.resize_to
         threads = thread_budget()  # cores shared among the DataLoader workers
         with VideoReader(
             record.path, backend=self.backend, num_threads=threads, short_side=short_side,

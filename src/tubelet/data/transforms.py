@@ -254,8 +254,13 @@ class EvalTransform:
         if self.crops not in (1, 3):
             raise ValueError(f"crops must be 1 (centre) or 3 (three_crop), got {self.crops}")
 
+    @property
+    def resize_to(self) -> int:
+        """The short side, in pixels, that frames are resized to before cropping."""
+        return self.resize or self.size
+
     def __call__(self, clip: Tensor) -> Tensor:
-        clip = short_side_resize(clip, self.resize or self.size)  # (T, H', W', 3)
+        clip = short_side_resize(clip, self.resize_to)  # (T, H', W', 3)
         views = [center_crop(clip, self.size)] if self.crops == 1 else three_crop(clip, self.size)
         if not self.normalized:
             return torch.stack([model_layout(v) for v in views])  # uint8 (V, C, T, S, S)

@@ -253,8 +253,7 @@ def predict(
     clip = clip_spec(pre)
     transform = eval_transform(pre, crops)
 
-    side = transform.resize or transform.size
-    with VideoReader(video, short_side=side, max_pixels=max_pixels) as reader:
+    with VideoReader(video, short_side=transform.resize_to, max_pixels=max_pixels) as reader:
         if clips > reader.num_frames:
             raise ValueError(
                 f"--views asks for {clips} clips of {video}, which has {reader.num_frames} "

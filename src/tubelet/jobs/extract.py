@@ -212,7 +212,7 @@ class _Extractor:
     def __call__(self, path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, int]:
         """Features (N, D), centre times (N,), first frames (N,), fps and frame count of a video."""
         pts: list[torch.Tensor] = []
-        with VideoReader(path, short_side=self.transform.resize or self.transform.size) as reader:
+        with VideoReader(path, short_side=self.transform.resize_to) as reader:
             n, fps = reader.num_frames, reader.fps
             starts = window_starts(n, self.window, self.stride)  # (N,)
             chunks = self._chunks(reader, pts)
