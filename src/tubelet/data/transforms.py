@@ -15,6 +15,7 @@ move_right; SSv2 "pushing something from left to right"), and a flip would swap 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -183,11 +184,19 @@ class BatchNormalize:
             raise ValueError(f"expected uint8 clips (..., 3, T, H, W), got {tuple(video.shape)}")
         layout = torch.channels_last_3d if self.channels_last and video.ndim == 5 else None
         x = video.to(torch.float32, memory_format=layout or torch.contiguous_format)
-        # One multiply-add: x * 1 / (255 std) - mean / std.
-        scale = torch.tensor([1 / (255 * s) for s in self.std], device=x.device)
-        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], device=x.device)
-        shape = (3, 1, 1, 1)
-        return {**batch, "video": torch.addcmul(shift.view(shape), x, scale.view(shape), out=x)}
+        scale, shift = _affine(self.mean, self.std, x.device)
+        return {**batch, "video": torch.addcmul(shift, x, scale, out=x)}
+
+
+@functools.cache
+def _affine(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """(scale, shift), each (3, 1, 1, 1) on `device`, of the multiply-add x / (255 std) - mean / std.
+    Made once per device: a tensor made from Python numbers on a GPU is a blocking copy."""
+    scale = torch.tensor([1 / (255 * s) for s in std], device=device).view(3, 1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=device).view(3, 1, 1, 1)
+    return scale, shift
 
 
 @dataclass(frozen=True)
