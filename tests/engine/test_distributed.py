@@ -207,6 +207,40 @@ def test_launch_env_reads_torchrun_variables_without_a_process_group(monkeypatch
     assert not torch.distributed.is_initialized()
 
 
+def test_nccl_runs_get_a_host_group_and_the_host_s_sums_never_touch_the_gpu(monkeypatch):
+    """Under NCCL the per-step "has every process a batch?" sum and the epoch's sums go through a
+    gloo group on CPU tensors: reading an NCCL (GPU) result back would wait for every kernel queued
+    before it, once per training step."""
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(dist, "_attempt_store", lambda *a: None)
+    monkeypatch.setattr(
+        dist.dist, "init_process_group", lambda backend, **kw: calls.append(backend)
+    )
+    monkeypatch.setattr(dist.dist, "is_initialized", lambda: bool(calls))
+    monkeypatch.setattr(dist.dist, "new_group", lambda backend, **kw: calls.append(backend) or "G")
+    monkeypatch.setattr(dist, "dist_env", lambda: dist.DistEnv(rank=0, world_size=2, local_rank=0))
+    dist.init_distributed()
+    assert calls == ["nccl", "gloo"] and dist._HOST_GROUP == "G"
+
+    def all_reduce(tensor, op=None, group=None):
+        calls.append((tensor.device.type, group))
+        tensor.mul_(2)
+
+    monkeypatch.setattr(dist.dist, "all_reduce", all_reduce)
+    monkeypatch.setattr(dist.dist, "destroy_process_group", lambda: None)
+    assert dist.all_reduce_sum([1.0, 0.0]) == [2.0, 0.0]
+    assert dist.all_reduce_max(3) == 6
+    assert calls[2:] == [("cpu", "G"), ("cpu", "G")]
+    dist.destroy()
+    assert dist._HOST_GROUP is None
+
+
 def test_fsdp_shards_each_block_once():
     model = nn.Sequential(
         nn.Conv3d(3, 4, 1),

@@ -98,7 +98,16 @@ def init_distributed(timeout_s: float = 1800.0) -> DistEnv:
         backend, store=_attempt_store(rank, world_size, timeout), rank=rank,
         world_size=world_size, timeout=timeout,
     )  # fmt: skip
+    global _HOST_GROUP
+    _HOST_GROUP = dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
     return dist_env()
+
+
+# Beside NCCL, a gloo group over the same processes for the numbers the host decides on (is there
+# a batch everywhere? the epoch's sums): NCCL reduces GPU tensors, and reading one back would make
+# the host wait for every kernel queued before it, once per training step. None: the default group
+# is gloo already (CPU).
+_HOST_GROUP: Any = None
 
 
 def _attempt_store(rank: int, world_size: int, timeout: datetime.timedelta) -> dist.Store:
@@ -197,20 +206,21 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def all_reduce_sum(values: list[float]) -> list[float]:
-    """Element-wise sums of `values` over all processes (the values themselves for one process)."""
+    """Element-wise sums of `values` over all processes (the values themselves for one process),
+    reduced on the host (`_HOST_GROUP`): no wait for the GPU."""
     if dist_env().world_size == 1:
         return list(values)
-    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
-    dist.all_reduce(tensor)
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(tensor, group=_HOST_GROUP)
     return tensor.tolist()
 
 
 def all_reduce_max(value: N) -> N:
-    """The largest `value` (an int or a float) over all processes."""
+    """The largest `value` (an int or a float) over all processes, reduced on the host."""
     if dist_env().world_size == 1:
         return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=_collective_device())
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_HOST_GROUP)
     return type(value)(tensor.item())
 
 
@@ -321,10 +331,7 @@ def barrier() -> None:
 
 def destroy() -> None:
     """Leave the process group, if this process is in one."""
+    global _HOST_GROUP
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def _collective_device() -> torch.device:
-    """NCCL reduces GPU tensors only; gloo CPU tensors."""
-    return default_device() if dist.get_backend() == "nccl" else torch.device("cpu")
+    _HOST_GROUP = None
