@@ -121,6 +121,19 @@ def sample_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SampleV
 
 
 @pytest.fixture(scope="session")
+def h264_bframes_avis(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """H.264 with B-frames in AVI, whose demuxer numbers packets in decode order, by
+    "bf{B-frames}_g{keyframe interval}": torchcodec's exact seeks land two frames early, and
+    seeks by those numbers land on other frames."""
+    folder = tmp_path_factory.mktemp("h264_bframes")
+    paths = {}
+    for bframes, gop in (("2", "12"), ("3", "250"), ("2", "30")):
+        paths[f"bf{bframes}_g{gop}"] = path = folder / f"h264_bf{bframes}_g{gop}.avi"
+        encode(path, "libx264", {"bf": bframes, "g": gop})
+    return paths
+
+
+@pytest.fixture(scope="session")
 def mpeg4_bframes_avi(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MPEG-4 part 2 with B-frames in AVI: packets carry no presentation times, so a reader must
     reorder frames itself (torchcodec's exact seeks land a frame or two early here)."""

@@ -8,6 +8,7 @@ import pytest
 from tubelet.io import VideoReader
 from tubelet.io._torchcodec import load_error
 from tubelet.io.reader import auto_backend
+from tubelet.io.scan import scan_video
 
 KINDS = ["h264_bframes", "h264_all_keyframes", "h264_gop12", "h264_vfr_mkv", "hevc_mkv"]
 KINDS += ["vp9_webm", "mpeg4_avi", "av1_mkv", "h264_mov"]
@@ -47,9 +48,17 @@ def test_auto_without_torchcodec_opens_pyav(sample_videos, monkeypatch):
         assert reader.backend == "pyav"
 
 
-def test_auto_reads_mpeg4_part2_with_pyav(mpeg4_bframes_avi, frame_index):
-    indices = [5, 20, 40, 13]
-    with VideoReader(mpeg4_bframes_avi) as reader:
-        assert reader.backend == "pyav"
-        frames = reader.get_frames(indices).data.numpy()
-    assert [frame_index(image) for image in frames] == indices
+@pytest.mark.parametrize("video", ["mpeg4", "bf2_g12", "bf3_g250", "bf2_g30"])
+def test_auto_reads_b_frames_in_avi_frame_exactly_with_pyav(
+    video, mpeg4_bframes_avi, h264_bframes_avis, frame_index
+):
+    path = mpeg4_bframes_avi if video == "mpeg4" else h264_bframes_avis[video]
+    indices = [5, 20, 40, 13, 47, 0]
+    for short_side in (None, 24):
+        with VideoReader(path, short_side=short_side) as reader:
+            assert reader.backend == "pyav" and reader.num_frames == 48
+            frames = reader.get_frames(indices).data.numpy()
+        if short_side is None:
+            assert [frame_index(image) for image in frames] == indices
+    scan = scan_video(path)
+    assert scan.indexed_frames == 48 and scan.missing == ()

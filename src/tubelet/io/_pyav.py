@@ -85,6 +85,13 @@ class PyAVDecoder:
         # H.264 7.4.1), which FFmpeg's NONREF skips. Other codecs' NONREF is not that safe: an HEVC
         # "sub-layer non-reference" picture may still be a reference for higher temporal layers.
         self._skips_nonref = stream.codec_context.name == "h264"
+        # AVI keeps no presentation times: its demuxer numbers packets in decode order, so with
+        # B-frames a packet's "pts" does not say which frame it shows, and seeking by it lands on
+        # other frames (H.264: frames 5, 32, 62 for 7, 33, 64). Such files decode from the start,
+        # frames numbered in the order they come out, as the ffmpeg program numbers them.
+        self._in_order = self._container.format.name == "avi" and bool(
+            stream.codec_context.has_b_frames
+        )
         frames = stream.frames  # the container's own count; 0 when it keeps none
         self.header_num_frames: int | None = frames if frames > 0 else None
 
@@ -177,6 +184,8 @@ class PyAVDecoder:
             return self._decode(indices)
 
     def _decode(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._in_order:
+            return self._decode_in_order(indices)
         wanted = set(indices)
         # The packets whose frames must decode when non-reference frames are skipped.
         keep = {int(self._frame_pts[i]) for i in wanted} if self._skips_nonref else None
@@ -209,6 +218,46 @@ class PyAVDecoder:
         data = torch.from_numpy(np.stack([got[i] for i in indices]))  # (N, H, W, 3)
         return data, self.pts_s[indices]
 
+    def _decode_in_order(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames at `indices` of a file without presentation times (`_in_order`): decode from the
+        first frame to the last wanted one, frame i being the i-th that comes out."""
+        wanted, got = set(indices), {}
+        for index, frame in self._frames_in_order(max(wanted)):
+            if index in wanted:
+                got[index] = self._rgb(frame)  # (H, W, 3)
+        missing = [i for i in sorted(wanted) if i not in got]
+        if missing:
+            raise VideoDecodeError(
+                self.path,
+                f"frames {missing} of {self.num_frames} did not decode (the file is corrupt "
+                "there); the other frames decode",
+            )
+        data = torch.from_numpy(np.stack([got[i] for i in indices]))  # (N, H, W, 3)
+        return data, self.pts_s[indices]
+
+    def _frames_in_order(self, last: int | None = None) -> Iterator[tuple[int, av.VideoFrame]]:
+        """(i, the i-th frame the decoder returns) from the file's start, up to frame `last`."""
+        try:
+            self._container.seek(self._key_pts[0], stream=self._stream, backward=True)
+        except av.FFmpegError as error:
+            raise VideoDecodeError(
+                self.path, f"seeking to its start failed (FFmpeg: {error.strerror})"
+            ) from None
+        self._stream.codec_context.skip_frame = "DEFAULT"
+        index = -1
+        for packet in self._container.demux(self._stream):
+            if packet.is_corrupt:
+                continue
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError:
+                continue  # a damaged packet: skip it, as the ffmpeg program does
+            for frame in decoded:
+                index += 1
+                yield index, frame
+                if last is not None and index >= last:
+                    return
+
     def decode_at(self, seconds: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
         """The frame shown at each time in [start, start + duration): the last whose pts <= t."""
         # pts_s is ascending; side="right" picks the last frame at or before t.
@@ -217,6 +266,8 @@ class PyAVDecoder:
 
     def scan(self) -> list[int]:
         """Decode every frame once, in order, without converting it: the indices that decode."""
+        if self._in_order:
+            return [index for index, _ in self._frames_in_order()]
         floor, frames = self._seek(0)
         return sorted({index for index, _ in frames if index >= floor})
 

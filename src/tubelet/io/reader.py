@@ -24,11 +24,11 @@ frames still decode. `tubelet data validate` decodes whole files to list such da
 decodes them (benchmarks/decoder_rule.py; docs/experiments/2026-12-05-decoder-auto-rule.md):
 PyAV when frames are resized in the decoder (`short_side`, as `VideoDataset` always asks), where
 it was never slower on average for any codec, torchcodec when full frames are decoded; torchcodec
-on a GPU (`device`). When torchcodec is picked, PyAV still opens MPEG-4 part 2 (which torchcodec
-can seek wrongly: `TORCHCODEC_MISSEEKS`), the files torchcodec cannot open, and those whose header
-and packets disagree on the frame count. Those are mostly truncated files, whose cut-off last
-packet torchcodec counts as a frame but PyAV's index leaves out, so `num_frames` counts frames
-that decode.
+on a GPU (`device`). When torchcodec is picked, PyAV still opens MPEG-4 part 2 and AVI files
+(which torchcodec can seek wrongly: `TORCHCODEC_MISSEEKS`), the files torchcodec cannot open, and
+those whose header and packets disagree on the frame count. Those are mostly truncated files,
+whose cut-off last packet torchcodec counts as a frame but PyAV's index leaves out, so
+`num_frames` counts frames that decode.
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ MAX_PIXELS = 36_000_000  # per frame; 8K (8192x4320 = 35.4 M) fits
 # MPEG-4 part 2 with B-frames in AVI (packets without presentation times) comes back a frame
 # early on random access (frame 4 for 5); PyAV's index returns the right frames.
 TORCHCODEC_MISSEEKS = frozenset({"mpeg4"})
+# The same in any codec with B-frames in AVI (H.264: frames 3, 28, 72 for 5, 30, 74): `auto` reads
+# every AVI file with PyAV. AVI is told by its name, which costs no open.
+TORCHCODEC_MISSEEKS_IN = frozenset({".avi"})
 
 # Decoders a forked child inherited, kept but never used: freeing one that runs FFmpeg threads
 # (num_threads != 1) would wait forever for threads that fork did not copy.
@@ -439,7 +442,7 @@ def _open_torchcodec_or_pyav(path: Path, num_threads: int, short_side: int | Non
     except TorchcodecOpenError:
         pass  # PyAV opens it or says in plain words why not
     else:
-        if decoder.codec in TORCHCODEC_MISSEEKS:
+        if decoder.codec in TORCHCODEC_MISSEEKS or path.suffix.lower() in TORCHCODEC_MISSEEKS_IN:
             decoder.close()
         elif decoder.header_num_frames in (None, decoder.num_frames):
             return decoder
