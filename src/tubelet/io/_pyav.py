@@ -190,7 +190,6 @@ class PyAVDecoder:
         # The packets whose frames must decode when non-reference frames are skipped.
         keep = {int(self._frame_pts[i]) for i in wanted} if self._skips_nonref else None
         got: dict[int, np.ndarray] = {}
-        missing: list[int] = []
         frames: Iterator[tuple[int, av.VideoFrame]] | None = None
         floor, last = 0, -1  # first frame index this pass may return; last index it produced
         for target in sorted(wanted):
@@ -207,8 +206,14 @@ class PyAVDecoder:
                     break
             else:
                 frames = None  # end of stream: the next target needs a new seek
-            if target not in got:
-                missing.append(target)
+        return self._collect(indices, got)
+
+    def _collect(
+        self, indices: list[int], got: dict[int, np.ndarray]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoded frames `got` in the order of `indices`, with their pts; VideoDecodeError
+        naming every requested index that did not decode."""
+        missing = sorted(set(indices) - set(got))
         if missing:
             raise VideoDecodeError(
                 self.path,
@@ -225,15 +230,7 @@ class PyAVDecoder:
         for index, frame in self._frames_in_order(max(wanted)):
             if index in wanted:
                 got[index] = self._rgb(frame)  # (H, W, 3)
-        missing = [i for i in sorted(wanted) if i not in got]
-        if missing:
-            raise VideoDecodeError(
-                self.path,
-                f"frames {missing} of {self.num_frames} did not decode (the file is corrupt "
-                "there); the other frames decode",
-            )
-        data = torch.from_numpy(np.stack([got[i] for i in indices]))  # (N, H, W, 3)
-        return data, self.pts_s[indices]
+        return self._collect(indices, got)
 
     def _frames_in_order(self, last: int | None = None) -> Iterator[tuple[int, av.VideoFrame]]:
         """(i, the i-th frame the decoder returns) from the file's start, up to frame `last`."""
