@@ -91,6 +91,15 @@ ModelArgs = Annotated[
     list[str],
     typer.Option("--model-arg", "-m", metavar="KEY=VALUE", help="Builder argument, repeatable."),
 ]
+CheckpointModelArgs = Annotated[
+    list[str],
+    typer.Option(
+        "--model-arg",
+        "-m",
+        metavar="KEY=VALUE",
+        help="Builder argument of --model the checkpoint does not state, repeatable.",
+    ),
+]
 Sampling = Annotated[str, typer.Option(help="uniform (TSN segments) or dense (consecutive).")]
 Stride = Annotated[int, typer.Option(help="Frame stride of dense clips.")]
 Epochs = Annotated[int, typer.Option()]

@@ -19,6 +19,7 @@ from tubelet.cli.common import (
     BadFiles,
     BatchSize,
     ChannelsLast,
+    CheckpointModelArgs,
     Compile,
     DecodeDevice,
     Epochs,
@@ -241,15 +242,7 @@ def evaluate(
             "pyslowfast (with --zero-shot: transformers, the default)."
         ),
     ] = None,
-    model_arg: Annotated[
-        list[str],
-        typer.Option(
-            "--model-arg",
-            "-m",
-            metavar="KEY=VALUE",
-            help="Builder argument of --model the checkpoint does not state, repeatable.",
-        ),
-    ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
+    model_arg: CheckpointModelArgs = [],  # noqa: B006  (typer reads the default; never mutated)
     max_pixels: MaxPixels = MAX_PIXELS,
 ) -> None:
     """Evaluate a trained model on the val split with multi-view testing (detectors: mAP per tIoU)."""
@@ -322,15 +315,7 @@ def predict(
             "pyslowfast (with --labels: transformers, the default)."
         ),
     ] = None,
-    model_arg: Annotated[
-        list[str],
-        typer.Option(
-            "--model-arg",
-            "-m",
-            metavar="KEY=VALUE",
-            help="Builder argument of --model the checkpoint does not state, repeatable.",
-        ),
-    ] = [],  # noqa: B006  (typer reads the default; it is never mutated)
+    model_arg: CheckpointModelArgs = [],  # noqa: B006  (typer reads the default; never mutated)
     max_pixels: MaxPixels = MAX_PIXELS,
 ) -> None:
     """Classify one video with a trained model (a run folder), or with a published checkpoint
